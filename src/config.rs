@@ -1,0 +1,112 @@
+//! The server's settings: one typed struct, read from flags and `JOBCAST_*`
+//! environment variables, with the defaults of CONTRACT.md.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A duration such as `10s`, `500ms`, `1h`, or `0`.
+fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+}
+
+/// jobcast: runs long jobs and streams their progress over Server-Sent Events.
+#[derive(Clone, Debug, Parser, PartialEq)]
+#[command(name = "jobcast", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "JOBCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Jobs running at once; more wait `queued`, first in first out.
+    #[arg(long, env = "JOBCAST_MAX_RUNNING", default_value_t = 64)]
+    pub max_running: usize,
+
+    /// Jobs waiting to run; beyond this, creation answers 503 with Retry-After.
+    #[arg(long, env = "JOBCAST_MAX_QUEUED", default_value_t = 10_000)]
+    pub max_queued: usize,
+
+    /// Open event streams; beyond this, a stream answers 503 with Retry-After.
+    #[arg(long, env = "JOBCAST_MAX_STREAMS", default_value_t = 20_000)]
+    pub max_streams: usize,
+
+    /// How long a finished job is kept.
+    #[arg(long, env = "JOBCAST_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// How many finished jobs are kept at most (the oldest go first).
+    #[arg(long, env = "JOBCAST_MAX_FINISHED", default_value_t = 10_000)]
+    pub max_finished: usize,
+
+    /// How long a cancel waits for the job to stop before aborting it.
+    #[arg(long, env = "JOBCAST_CANCEL_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub cancel_grace: Duration,
+
+    /// Interval of `: keep-alive` comments on idle streams (0: none).
+    #[arg(long, env = "JOBCAST_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    pub keep_alive: Duration,
+
+    /// The `retry:` hint for EventSource reconnects (up to a quarter more is added as jitter).
+    #[arg(long, env = "JOBCAST_RETRY", default_value = "3000ms", value_parser = parse_duration)]
+    pub retry: Duration,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "JOBCAST_BODY_LIMIT", default_value_t = 1_048_576)]
+    pub body_limit: usize,
+
+    /// Counter updates closer together than this merge into one published state (0: publish every change).
+    #[arg(long, env = "JOBCAST_PUBLISH_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
+    pub publish_interval: Duration,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "JOBCAST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for Config {
+    /// The defaults, ignoring flags and the environment.
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_running: 64,
+            max_queued: 10_000,
+            max_streams: 20_000,
+            retention: Duration::from_secs(3600),
+            max_finished: 10_000,
+            cancel_grace: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(15),
+            retry: Duration::from_millis(3000),
+            body_limit: 1_048_576,
+            publish_interval: Duration::from_millis(10),
+            log: "info".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_matches_the_documented_flag_defaults() {
+        let from_flags = Config::try_parse_from(["jobcast"]).unwrap();
+        // Environment variables set by whoever runs the tests would differ.
+        if std::env::vars().all(|(name, _)| !name.starts_with("JOBCAST_")) {
+            assert_eq!(from_flags, Config::default());
+        }
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let config =
+            Config::try_parse_from(["jobcast", "--publish-interval", "0", "--cancel-grace", "250ms", "--retention", "2m"])
+                .unwrap();
+        assert_eq!(config.publish_interval, Duration::ZERO);
+        assert_eq!(config.cancel_grace, Duration::from_millis(250));
+        assert_eq!(config.retention, Duration::from_secs(120));
+    }
+}

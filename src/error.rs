@@ -1,0 +1,130 @@
+//! `ApiError`: every error the HTTP API answers, rendered as an RFC 9457
+//! `application/problem+json` document. The only place errors get status
+//! codes.
+
+use std::sync::Arc;
+
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::jobs::registry::{CancelError, CreateError};
+use crate::store::Published;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no job has the id {0:?}")]
+    JobNotFound(String),
+    #[error("nothing is served at {0}")]
+    RouteNotFound(String),
+    #[error("the job already ended {}", .0.status.as_str())]
+    JobAlreadyEnded(Arc<Published>),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after_seconds: u64 },
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::JobNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::JobAlreadyEnded(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// The problem type URI for a status: `urn:jobcast:problem:<slug>`.
+fn problem_type(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "urn:jobcast:problem:bad-request",
+        StatusCode::NOT_FOUND => "urn:jobcast:problem:not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "urn:jobcast:problem:method-not-allowed",
+        StatusCode::CONFLICT => "urn:jobcast:problem:conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "urn:jobcast:problem:payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "urn:jobcast:problem:unsupported-media-type",
+        StatusCode::UNPROCESSABLE_ENTITY => "urn:jobcast:problem:unprocessable-entity",
+        StatusCode::SERVICE_UNAVAILABLE => "urn:jobcast:problem:service-unavailable",
+        _ => "urn:jobcast:problem:internal",
+    }
+}
+
+/// A problem+json document for `status`, with extra members merged in.
+pub fn problem(status: StatusCode, detail: &str, extra: Option<(&str, Value)>) -> Response {
+    let mut body = json!({
+        "type": problem_type(status),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let Some((name, value)) = extra {
+        body[name] = value;
+    }
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = self.to_string();
+        match self {
+            ApiError::JobAlreadyEnded(job) => {
+                let job: Value = serde_json::from_slice(&job.json).unwrap_or(Value::Null);
+                problem(status, &detail, Some(("job", job)))
+            }
+            ApiError::Unavailable {
+                retry_after_seconds, ..
+            } => {
+                let mut response = problem(status, &detail, None);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+                response
+            }
+            _ => problem(status, &detail, None),
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(error: CreateError) -> Self {
+        match error {
+            CreateError::UnknownKind(_) | CreateError::InvalidParams(_) => ApiError::Unprocessable(error.to_string()),
+            CreateError::QueueFull(_) => ApiError::Unavailable {
+                detail: error.to_string(),
+                retry_after_seconds: 1,
+            },
+            CreateError::ShuttingDown => ApiError::Unavailable {
+                detail: error.to_string(),
+                retry_after_seconds: 5,
+            },
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(error: CancelError) -> Self {
+        match error {
+            CancelError::NotFound(id) => ApiError::JobNotFound(id.to_string()),
+            CancelError::AlreadyEnded(job) => ApiError::JobAlreadyEnded(job),
+        }
+    }
+}

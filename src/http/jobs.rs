@@ -1,0 +1,146 @@
+//! Job handlers: create, list, get (with long poll), cancel, and the kinds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::body::JsonBody;
+use super::query::{job_id, QueryParams};
+use super::AppState;
+use crate::error::ApiError;
+use crate::jobs::{JobId, JobStatus};
+use crate::store::{ListQuery, Published};
+
+/// Longest long poll; longer requests wait this long.
+const MAX_WAIT_SECONDS: u64 = 60;
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    kind: String,
+    #[serde(default)]
+    params: Value,
+}
+
+fn job_json(job: &Published) -> Response {
+    ([(CONTENT_TYPE, "application/json")], job.json.clone()).into_response()
+}
+
+pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<CreateJob>) -> Result<Response, ApiError> {
+    let job = app.registry.create(&body.kind, body.params)?;
+    let location = format!("/v1/jobs/{}", job.job_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(LOCATION, location.as_str()), (CONTENT_TYPE, "application/json")],
+        job.json.clone(),
+    )
+        .into_response())
+}
+
+pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(query.as_deref());
+    let statuses: Vec<JobStatus> =
+        query.parsed_all("status", "one of queued, running, cancelling, completed, failed, cancelled")?;
+    let limit = query
+        .parsed::<usize>("limit", "a whole number from 1 to 1000")?
+        .unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_PAGE}, not {limit}")));
+    }
+    let before = query.parsed::<JobId>("cursor", "a next_cursor from an earlier page")?;
+    let mut jobs = app.registry.store().list(&ListQuery {
+        statuses,
+        kinds: query.all("kind").map(str::to_owned).collect(),
+        before,
+        limit,
+    });
+    let next_cursor = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(|job| job.job_id)
+    } else {
+        None
+    };
+    let mut body = BytesMut::with_capacity(jobs.iter().map(|job| job.json.len() + 1).sum::<usize>() + 64);
+    body.put_slice(b"{\"jobs\":[");
+    for (index, job) in jobs.iter().enumerate() {
+        if index > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(&job.json);
+    }
+    body.put_slice(b"],\"next_cursor\":");
+    match next_cursor {
+        Some(cursor) => body.put_slice(format!("\"{cursor}\"").as_bytes()),
+        None => body.put_slice(b"null"),
+    }
+    body.put_u8(b'}');
+    Ok(([(CONTENT_TYPE, "application/json")], Bytes::from(body)).into_response())
+}
+
+/// The job now, or — with `wait_seconds` — as soon as its `seq` passes
+/// `after_seq` (default: its current `seq`), else after the wait.
+pub async fn get(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let query = QueryParams::parse(query.as_deref());
+    let wait_seconds = query
+        .parsed::<u64>("wait_seconds", "a whole number of seconds")?
+        .unwrap_or(0)
+        .min(MAX_WAIT_SECONDS);
+    let after_seq = query.parsed::<u64>("after_seq", "a whole number")?;
+    let feed = app
+        .registry
+        .store()
+        .subscribe(id)
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    let after_seq = after_seq.unwrap_or(feed.snapshot.seq);
+    let Some(mut receiver) = feed.receiver.filter(|_| wait_seconds > 0 && feed.snapshot.seq <= after_seq) else {
+        return Ok(job_json(&feed.snapshot));
+    };
+    let deadline = tokio::time::sleep(Duration::from_secs(wait_seconds));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            _ = app.closing.cancelled() => break,
+            received = receiver.recv() => match received {
+                Ok(job) if job.seq > after_seq => return Ok(job_json(&job)),
+                Ok(_) => {}
+                // Lagged or closed: the latest state answers.
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
+            },
+        }
+    }
+    let job: Arc<Published> = app
+        .registry
+        .store()
+        .get(id)
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    Ok(job_json(&job))
+}
+
+/// Cancels and answers once the job's task has stopped.
+pub async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let job = app.registry.cancel(id).await?;
+    Ok(job_json(&job))
+}
+
+pub async fn kinds(State(app): State<AppState>) -> Json<Value> {
+    let kinds: Vec<_> = app.registry.kinds().map(|kind| kind.info()).collect();
+    Json(json!({ "kinds": kinds }))
+}

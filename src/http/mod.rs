@@ -1,0 +1,77 @@
+//! The HTTP API: shared state, the router with every endpoint, and the
+//! middleware stack (request spans, panic safety net, problem+json for
+//! axum's own 405s).
+
+pub mod body;
+pub mod jobs;
+pub mod ops;
+pub mod query;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::problem;
+use crate::jobs::registry::Registry;
+use sse::StreamSlots;
+
+/// Settings the HTTP layer needs.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Interval of `: keep-alive` comments on idle streams (zero: none).
+    pub keep_alive: Duration,
+    /// Base of the `retry:` hint sent to EventSource clients.
+    pub retry: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub streams: StreamSlots,
+    pub settings: Arc<HttpSettings>,
+    /// Cancelled once every job has ended during shutdown: ends the
+    /// all-jobs streams and pending long polls.
+    pub closing: CancellationToken,
+}
+
+/// Every endpoint of the API, ready to serve or to merge into another app.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/events", get(sse::job_events))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/events", get(sse::all_events))
+        .route("/v1/kinds", get(jobs::kinds))
+        .route("/healthz", get(ops::health))
+        .route("/readyz", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.yaml", get(ops::openapi))
+        .fallback(ops::not_found)
+        .layer(middleware::map_response(ops::problem_for_bare_errors))
+        .layer(CatchPanicLayer::custom(|_| -> Response {
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "the server failed to answer this request", None)
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let path = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str)
+                .unwrap_or("unmatched");
+            tracing::info_span!("request", method = %request.method(), path)
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,354 @@
+//! Server-Sent Events: a job's stream (`/v1/jobs/{id}/events`) and the
+//! all-jobs stream (`/v1/events`).
+//!
+//! A stream is a store subscription turned into a body of pre-encoded
+//! frames: the snapshot first, then each published frame as it was encoded
+//! once for every subscriber, so no JSON is built per subscriber. A
+//! subscriber that lags behind the bounded channel is resynchronised to the
+//! latest state and never shown an id twice. A job stream ends after the
+//! job's terminal event; the all-jobs stream ends when the server shuts
+//! down. The body is written by hand rather than with axum's `Sse` because
+//! `Sse` re-encodes every event per subscriber.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+
+use super::query::{job_id, last_event_id, QueryParams};
+use super::AppState;
+use crate::error::ApiError;
+use crate::jobs::{JobId, JobStatus};
+use crate::store::Published;
+
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Counts open streams against the server's limit.
+#[derive(Clone)]
+pub struct StreamSlots {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One open stream's place; given back when the stream is dropped.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl StreamSlots {
+    pub fn new(max: usize) -> Self {
+        StreamSlots {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn try_take(&self) -> Result<StreamSlot, ApiError> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::Unavailable {
+                detail: format!("the server has {} open streams, its limit", self.max),
+                retry_after_seconds: 5,
+            });
+        }
+        Ok(StreamSlot(self.open.clone()))
+    }
+}
+
+/// What every stream needs besides its subscription.
+struct Common {
+    app: AppState,
+    keep_alive: Option<Interval>,
+    _slot: StreamSlot,
+}
+
+impl Common {
+    fn new(app: AppState, slot: StreamSlot) -> Self {
+        let period = app.settings.keep_alive;
+        let keep_alive = (!period.is_zero()).then(|| {
+            let mut keep_alive = interval_at(Instant::now() + period, period);
+            keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            keep_alive
+        });
+        Common { app, keep_alive, _slot: slot }
+    }
+
+    /// The `retry:` hint: the configured time plus up to a quarter more, so
+    /// that clients dropped together do not all come back together.
+    fn retry_frame(&self) -> Bytes {
+        let base = self.app.settings.retry.as_millis() as u64;
+        let jitter = match base / 4 {
+            0 => 0,
+            spread => RandomState::new().build_hasher().finish() % spread,
+        };
+        Bytes::from(format!("retry: {}\n\n", base + jitter))
+    }
+
+    fn sent(&self) {
+        self.app.registry.metrics().events_sent.inc();
+    }
+}
+
+/// Resolves at the next keep-alive time, or never when keep-alives are off.
+async fn keep_alive_tick(keep_alive: &mut Option<Interval>) {
+    match keep_alive {
+        Some(keep_alive) => {
+            keep_alive.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn event_stream_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// `GET /v1/jobs/{id}/events`.
+pub async fn job_events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let resume_after = last_event_id(&headers, &QueryParams::parse(query.as_deref()));
+    let feed = app
+        .registry
+        .store()
+        .subscribe(id)
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    let snapshot = feed.snapshot;
+    // A position from the future counts as absent.
+    let resume_after = resume_after.filter(|&seq| seq <= snapshot.seq);
+    if resume_after == Some(snapshot.seq) && snapshot.status.is_terminal() {
+        // The client has the terminal event: 204 tells EventSource to stop.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let common = Common::new(app.clone(), app.streams.try_take()?);
+    let mut pending = VecDeque::from([common.retry_frame()]);
+    if snapshot.seq > resume_after.unwrap_or(0) {
+        pending.push_back(snapshot.job_snapshot_frame());
+        common.sent();
+    }
+    let state = JobStream {
+        common,
+        id,
+        pending,
+        receiver: feed.receiver.filter(|_| !snapshot.status.is_terminal()),
+        last_seq: snapshot.seq,
+    };
+    let frames = stream::unfold(state, |mut state| async move {
+        let frame = state.next_frame().await?;
+        Some((Ok::<_, Infallible>(frame), state))
+    });
+    Ok(event_stream_response(Body::from_stream(frames)))
+}
+
+struct JobStream {
+    common: Common,
+    id: JobId,
+    pending: VecDeque<Bytes>,
+    /// None once the terminal event has been queued.
+    receiver: Option<Receiver<Arc<Published>>>,
+    last_seq: u64,
+}
+
+impl JobStream {
+    /// Queues `job` if it is newer than what the client has; drops the
+    /// subscription once the terminal event is queued.
+    fn offer(&mut self, job: &Published) {
+        if job.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = job.seq;
+        self.pending.push_back(job.job_frame.clone());
+        self.common.sent();
+        if job.status.is_terminal() {
+            self.receiver = None;
+        }
+    }
+
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(frame);
+            }
+            let receiver = self.receiver.as_mut()?;
+            tokio::select! {
+                biased;
+                received = receiver.recv() => match received {
+                    Ok(job) => self.offer(&job),
+                    Err(RecvError::Lagged(_)) => {
+                        self.common.app.registry.metrics().lag_resyncs.inc();
+                        // The job may be gone (retention) between lag and resync.
+                        let latest = self.common.app.registry.store().get(self.id)?;
+                        self.offer(&latest);
+                    }
+                    // The job was removed without our seeing its end.
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = keep_alive_tick(&mut self.common.keep_alive) => return Some(Bytes::from_static(KEEP_ALIVE)),
+                _ = self.common.app.closing.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// Which jobs an all-jobs stream shows.
+struct Filter {
+    kinds: Option<Vec<String>>,
+    ids: Option<Vec<JobId>>,
+    statuses: Vec<JobStatus>,
+    /// Jobs shown and not yet ended: followed to their terminal event even
+    /// when they leave the status filter. Only used with a status filter.
+    shown: HashSet<JobId>,
+}
+
+impl Filter {
+    fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
+        Ok(Filter {
+            kinds: query.has("kind").then(|| query.all("kind").map(str::to_owned).collect()),
+            // An id that names no job, malformed or not, matches nothing.
+            ids: query.has("id").then(|| query.all("id").filter_map(|id| id.parse().ok()).collect()),
+            statuses: query.parsed_all("status", "one of queued, running, cancelling, completed, failed, cancelled")?,
+            shown: HashSet::new(),
+        })
+    }
+
+    /// Whether to show this state of a job. `after_gap`: the state stands
+    /// for changes the client may have missed (a resume or a resync), so a
+    /// terminal state passes the status filter.
+    fn admits(&mut self, job: &Published, after_gap: bool) -> bool {
+        if self.kinds.as_ref().is_some_and(|kinds| !kinds.iter().any(|kind| **kind == *job.kind)) {
+            return false;
+        }
+        if self.ids.as_ref().is_some_and(|ids| !ids.contains(&job.job_id)) {
+            return false;
+        }
+        if self.statuses.is_empty() {
+            return true;
+        }
+        let terminal = job.status.is_terminal();
+        if self.shown.contains(&job.job_id) {
+            if terminal {
+                self.shown.remove(&job.job_id);
+            }
+            return true;
+        }
+        if self.statuses.contains(&job.status) || (after_gap && terminal) {
+            if !terminal {
+                self.shown.insert(job.job_id);
+            }
+            return true;
+        }
+        false
+    }
+}
+
+/// `GET /v1/events`.
+pub async fn all_events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::parse(query.as_deref());
+    let filter = Filter::from_query(&query)?;
+    let resume_after = last_event_id(&headers, &query);
+    let common = Common::new(app.clone(), app.streams.try_take()?);
+    let retry = common.retry_frame();
+    let feed = app.registry.store().subscribe_all(resume_after);
+    let mut state = AllStream {
+        common,
+        filter,
+        pending: VecDeque::from([retry]),
+        receiver: feed.receiver,
+        position: feed.position,
+    };
+    state.queue_initial(&feed.initial, feed.resumed);
+    let frames = stream::unfold(state, |mut state| async move {
+        let frame = state.next_frame().await?;
+        Some((Ok::<_, Infallible>(frame), state))
+    });
+    Ok(event_stream_response(Body::from_stream(frames)))
+}
+
+struct AllStream {
+    common: Common,
+    filter: Filter,
+    pending: VecDeque<Bytes>,
+    receiver: Receiver<Arc<Published>>,
+    /// The last server-wide event id accounted for.
+    position: u64,
+}
+
+impl AllStream {
+    fn queue_initial(&mut self, initial: &[Arc<Published>], after_gap: bool) {
+        for job in initial {
+            if self.filter.admits(job, after_gap) {
+                self.pending.push_back(job.global_snapshot_frame());
+                self.common.sent();
+            }
+        }
+    }
+
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(frame);
+            }
+            tokio::select! {
+                biased;
+                received = self.receiver.recv() => match received {
+                    Ok(job) => {
+                        if job.event_id <= self.position {
+                            continue;
+                        }
+                        self.position = job.event_id;
+                        if self.filter.admits(&job, false) {
+                            self.common.sent();
+                            return Some(job.global_frame.clone());
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        self.common.app.registry.metrics().lag_resyncs.inc();
+                        // Everything that changed since our position, from a
+                        // fresh subscription with no gap after it.
+                        let feed = self.common.app.registry.store().subscribe_all(Some(self.position));
+                        self.receiver = feed.receiver;
+                        self.position = feed.position;
+                        self.queue_initial(&feed.initial, true);
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = keep_alive_tick(&mut self.common.keep_alive) => return Some(Bytes::from_static(KEEP_ALIVE)),
+                _ = self.common.app.closing.cancelled() => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,780 @@
+//! A job's state machine and its progress arithmetic, with no I/O and no
+//! locks: the store owns a `JobModel` behind its lock and publishes it.
+//!
+//! Every mutation reports a [`Change`], which tells the store whether to
+//! publish now, merge into the next publish, or do nothing. A mutation that
+//! leaves the state as it was reports [`Change::None`], so repeated identical
+//! reports publish nothing. [`JobModel::finish`] is the only place a terminal
+//! status is set: it decides the outcome once, and every mutation after it
+//! is a no-op.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{ErrorInfo, JobError, JobId, JobStatus, StageStatus};
+
+/// Progress of a job that has not completed is capped here, so that 1.0
+/// means "completed" and nothing else, even when every counter is full.
+pub const PROGRESS_CAP: f64 = 0.999;
+
+/// What a mutation did to the job, which decides when it is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing visible changed: publish nothing.
+    None,
+    /// A counter, total, fraction or message changed: may be merged with
+    /// other such changes within one publish interval.
+    Counter,
+    /// A status or stage changed: publish at once.
+    Immediate,
+}
+
+/// How a job ended. Passed to [`JobModel::finish`], the one terminal decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Completed(Value),
+    Failed(JobError),
+    /// `forced` when the task did not stop within the grace period and was
+    /// aborted.
+    Cancelled {
+        forced: bool,
+    },
+}
+
+/// The job was already terminal; it keeps the status it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the job is already {}", .0.as_str())]
+pub struct AlreadyTerminal(pub JobStatus);
+
+/// What a cancel request found, decided under the store's lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelRequest {
+    /// The job was queued: it is now `cancelled`, and no task needs telling.
+    CancelledWhileQueued,
+    /// The job was running: it is now `cancelling`; its task must be told.
+    TaskToldToStop,
+    /// An earlier request is already waiting for the task.
+    AlreadyCancelling,
+    /// The job had already ended with this status.
+    AlreadyEnded(JobStatus),
+}
+
+/// A stage as a job declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageSpec {
+    pub name: String,
+    pub weight: f64,
+}
+
+impl StageSpec {
+    pub fn new(name: impl Into<String>, weight: f64) -> Self {
+        StageSpec {
+            name: name.into(),
+            weight,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Stage {
+    name: String,
+    weight: f64,
+    status: StageStatus,
+    #[serde(skip)]
+    current: u64,
+    #[serde(skip)]
+    total: Option<u64>,
+    #[serde(skip)]
+    unit: Option<String>,
+}
+
+impl Stage {
+    /// The stage's own fraction done, for the weighted sum.
+    fn fraction(&self) -> f64 {
+        match self.status {
+            StageStatus::Done => 1.0,
+            StageStatus::Pending => 0.0,
+            StageStatus::Running | StageStatus::Failed | StageStatus::Cancelled => {
+                match self.total {
+                    Some(total) if total > 0 => (self.current as f64 / total as f64).min(1.0),
+                    // An unknown or empty total says nothing about how far along it is.
+                    _ => 0.0,
+                }
+            }
+        }
+    }
+}
+
+/// A smoothed rate of change of one quantity, sampled when the job is
+/// published: an exponentially weighted moving average whose weight depends
+/// on the time between samples, so bursts and pauses don't skew it.
+#[derive(Clone, Debug, Default)]
+struct Pace {
+    last: Option<(Instant, f64)>,
+    per_second: Option<f64>,
+}
+
+impl Pace {
+    /// Samples closer together than this are merged into the next one.
+    const MIN_SPAN: Duration = Duration::from_millis(100);
+    /// The averaging time constant.
+    const SMOOTHING: Duration = Duration::from_secs(3);
+
+    fn observe(&mut self, now: Instant, value: f64) {
+        let Some((then, previous)) = self.last else {
+            self.last = Some((now, value));
+            return;
+        };
+        let span = now.saturating_duration_since(then);
+        if span < Self::MIN_SPAN {
+            return;
+        }
+        let seconds = span.as_secs_f64();
+        let instant_rate = ((value - previous) / seconds).max(0.0);
+        let weight = 1.0 - (-seconds / Self::SMOOTHING.as_secs_f64()).exp();
+        self.per_second = Some(match self.per_second {
+            None => instant_rate,
+            Some(rate) => rate + weight * (instant_rate - rate),
+        });
+        self.last = Some((now, value));
+    }
+}
+
+/// The whole state of one job.
+#[derive(Clone, Debug)]
+pub struct JobModel {
+    id: JobId,
+    kind: Arc<str>,
+    params: Arc<Value>,
+    status: JobStatus,
+    seq: u64,
+    stages: Vec<Stage>,
+    current_stage: Option<usize>,
+    /// Fraction reported by a job without stages.
+    own_fraction: f64,
+    /// Last published progress: the floor for the next one.
+    progress: f64,
+    message: Option<String>,
+    result: Value,
+    error: Option<ErrorInfo>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    stage_pace: Pace,
+    job_pace: Pace,
+    rate: Option<f64>,
+    eta_seconds: Option<f64>,
+}
+
+impl JobModel {
+    /// A new queued job. Its first publish gives it `seq` 1.
+    pub fn new(id: JobId, kind: Arc<str>, params: Arc<Value>, now: DateTime<Utc>) -> Self {
+        JobModel {
+            id,
+            kind,
+            params,
+            status: JobStatus::Queued,
+            seq: 0,
+            stages: Vec::new(),
+            current_stage: None,
+            own_fraction: 0.0,
+            progress: 0.0,
+            message: None,
+            result: Value::Null,
+            error: None,
+            created_at: now,
+            started_at: None,
+            updated_at: now,
+            finished_at: None,
+            stage_pace: Pace::default(),
+            job_pace: Pace::default(),
+            rate: None,
+            eta_seconds: None,
+        }
+    }
+
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    pub fn kind(&self) -> &Arc<str> {
+        &self.kind
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn progress(&self) -> f64 {
+        self.progress
+    }
+
+    /// Queued → running, when the job's task gets a running slot.
+    pub fn start(&mut self, now: DateTime<Utc>) -> Change {
+        if self.status != JobStatus::Queued {
+            return Change::None;
+        }
+        self.status = JobStatus::Running;
+        self.started_at = Some(now);
+        Change::Immediate
+    }
+
+    /// A cancel request: a queued job ends at once; a running one moves to
+    /// `cancelling` and waits for its task.
+    pub fn request_cancel(&mut self, now: DateTime<Utc>) -> (CancelRequest, Change) {
+        match self.status {
+            JobStatus::Queued => {
+                let change = self
+                    .finish(Outcome::Cancelled { forced: false }, now)
+                    .expect("a queued job is not terminal");
+                (CancelRequest::CancelledWhileQueued, change)
+            }
+            JobStatus::Running => {
+                self.status = JobStatus::Cancelling;
+                (CancelRequest::TaskToldToStop, Change::Immediate)
+            }
+            JobStatus::Cancelling => (CancelRequest::AlreadyCancelling, Change::None),
+            ended => (CancelRequest::AlreadyEnded(ended), Change::None),
+        }
+    }
+
+    /// Declares the job's weighted stages, all pending. Once per job.
+    pub fn declare_stages(&mut self, specs: &[StageSpec]) -> Result<Change, JobError> {
+        if self.status.is_terminal() {
+            return Ok(Change::None);
+        }
+        if !self.stages.is_empty() {
+            return Err(JobError::new(
+                "stages_already_declared",
+                "a job declares its stages once",
+            ));
+        }
+        for (index, spec) in specs.iter().enumerate() {
+            if spec.name.is_empty() {
+                return Err(JobError::new("invalid_stage", "a stage needs a name"));
+            }
+            if !spec.weight.is_finite() || spec.weight < 0.0 {
+                return Err(JobError::new(
+                    "invalid_stage",
+                    format!("stage {:?} has weight {}: weights are finite and >= 0", spec.name, spec.weight),
+                ));
+            }
+            if specs[..index].iter().any(|other| other.name == spec.name) {
+                return Err(JobError::new(
+                    "invalid_stage",
+                    format!("stage {:?} is declared twice", spec.name),
+                ));
+            }
+        }
+        if specs.is_empty() {
+            return Ok(Change::None);
+        }
+        self.stages = specs
+            .iter()
+            .map(|spec| Stage {
+                name: spec.name.clone(),
+                weight: spec.weight,
+                status: StageStatus::Pending,
+                current: 0,
+                total: None,
+                unit: None,
+            })
+            .collect();
+        Ok(Change::Immediate)
+    }
+
+    /// Starts the named stage with a fresh counter. Stages run in declared
+    /// order: earlier stages, including skipped ones, become `done`.
+    pub fn start_stage(
+        &mut self,
+        name: &str,
+        total: Option<u64>,
+        unit: Option<&str>,
+    ) -> Result<Change, JobError> {
+        if self.status.is_terminal() {
+            return Ok(Change::None);
+        }
+        let index = self
+            .stages
+            .iter()
+            .position(|stage| stage.name == name)
+            .ok_or_else(|| JobError::new("unknown_stage", format!("no stage named {name:?}")))?;
+        if let Some(current) = self.current_stage {
+            if index < current {
+                return Err(JobError::new(
+                    "stage_order",
+                    format!("stage {name:?} comes before the running stage"),
+                ));
+            }
+            if index == current {
+                let stage = &mut self.stages[index];
+                let unit = unit.map(str::to_owned);
+                if stage.total == total && stage.unit == unit {
+                    return Ok(Change::None);
+                }
+                stage.total = total;
+                stage.unit = unit;
+                return Ok(Change::Counter);
+            }
+        }
+        for stage in &mut self.stages[..index] {
+            stage.status = StageStatus::Done;
+        }
+        let stage = &mut self.stages[index];
+        stage.status = StageStatus::Running;
+        stage.current = 0;
+        stage.total = total;
+        stage.unit = unit.map(str::to_owned);
+        self.current_stage = Some(index);
+        self.stage_pace = Pace::default();
+        Ok(Change::Immediate)
+    }
+
+    fn running_stage_mut(&mut self) -> Option<&mut Stage> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        let index = self.current_stage?;
+        Some(&mut self.stages[index])
+    }
+
+    /// Sets the running stage's counter.
+    pub fn set_current(&mut self, current: u64) -> Change {
+        match self.running_stage_mut() {
+            Some(stage) if stage.current != current => {
+                stage.current = current;
+                Change::Counter
+            }
+            _ => Change::None,
+        }
+    }
+
+    /// Adds to the running stage's counter.
+    pub fn advance(&mut self, by: u64) -> Change {
+        match self.running_stage_mut() {
+            Some(stage) if by > 0 => {
+                stage.current = stage.current.saturating_add(by);
+                Change::Counter
+            }
+            _ => Change::None,
+        }
+    }
+
+    /// Sets the running stage's total (None: unknown).
+    pub fn set_total(&mut self, total: Option<u64>) -> Change {
+        match self.running_stage_mut() {
+            Some(stage) if stage.total != total => {
+                stage.total = total;
+                Change::Counter
+            }
+            _ => Change::None,
+        }
+    }
+
+    /// Sets the running stage's counter and the message together, so that
+    /// one publish carries both.
+    pub fn report(&mut self, current: u64, message: &str) -> Change {
+        match (self.set_current(current), self.set_message(message)) {
+            (Change::None, Change::None) => Change::None,
+            _ => Change::Counter,
+        }
+    }
+
+    /// Sets the fraction done of a job without stages (clamped to 0..=1).
+    pub fn set_fraction(&mut self, fraction: f64) -> Change {
+        if self.status.is_terminal() || !self.stages.is_empty() || !fraction.is_finite() {
+            return Change::None;
+        }
+        let fraction = fraction.clamp(0.0, 1.0);
+        if fraction == self.own_fraction {
+            return Change::None;
+        }
+        self.own_fraction = fraction;
+        Change::Counter
+    }
+
+    /// Sets the human-readable message.
+    pub fn set_message(&mut self, message: &str) -> Change {
+        if self.status.is_terminal() || self.message.as_deref() == Some(message) {
+            return Change::None;
+        }
+        self.message = Some(message.to_owned());
+        Change::Counter
+    }
+
+    /// The one terminal decision. The first call wins; every later call
+    /// returns the status that won and changes nothing.
+    pub fn finish(&mut self, outcome: Outcome, now: DateTime<Utc>) -> Result<Change, AlreadyTerminal> {
+        if self.status.is_terminal() {
+            return Err(AlreadyTerminal(self.status));
+        }
+        let running = self
+            .current_stage
+            .filter(|&index| self.stages[index].status == StageStatus::Running);
+        let running_name = running.map(|index| self.stages[index].name.clone());
+        match outcome {
+            Outcome::Completed(result) => {
+                for stage in &mut self.stages {
+                    stage.status = StageStatus::Done;
+                }
+                self.status = JobStatus::Completed;
+                self.result = result;
+            }
+            Outcome::Failed(error) => {
+                if let Some(index) = running {
+                    self.stages[index].status = StageStatus::Failed;
+                }
+                self.status = JobStatus::Failed;
+                self.error = Some(ErrorInfo {
+                    code: error.code,
+                    message: error.message,
+                    stage: running_name,
+                    retryable: error.retryable,
+                });
+            }
+            Outcome::Cancelled { forced } => {
+                if let Some(index) = running {
+                    self.stages[index].status = StageStatus::Cancelled;
+                }
+                self.status = JobStatus::Cancelled;
+                let (code, message) = if forced {
+                    ("cancel_forced", "the job did not stop within the cancel grace period and was aborted")
+                } else {
+                    (JobError::CANCELLED, "the job was cancelled")
+                };
+                self.error = Some(ErrorInfo {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                    stage: running_name,
+                    retryable: false,
+                });
+            }
+        }
+        self.finished_at = Some(now);
+        Ok(Change::Immediate)
+    }
+
+    /// Overall progress from the stages (or the job's own fraction), before
+    /// the cap and the never-decrease floor.
+    fn raw_progress(&self) -> f64 {
+        if self.stages.is_empty() {
+            return self.own_fraction;
+        }
+        let total_weight: f64 = self.stages.iter().map(|stage| stage.weight).sum();
+        if total_weight > 0.0 {
+            self.stages
+                .iter()
+                .map(|stage| stage.weight * stage.fraction())
+                .sum::<f64>()
+                / total_weight
+        } else {
+            // All weights zero: every stage counts the same.
+            self.stages.iter().map(Stage::fraction).sum::<f64>() / self.stages.len() as f64
+        }
+    }
+
+    /// Readies the next published state: the next `seq`, the update time,
+    /// and progress, rate and ETA as of `now`.
+    pub fn prepare_publish(&mut self, now: Instant, wall_now: DateTime<Utc>) {
+        self.seq += 1;
+        self.updated_at = wall_now;
+        if self.status == JobStatus::Completed {
+            self.progress = 1.0;
+        } else {
+            // Rounded to a millionth so that float noise (0.8500000000000001)
+            // does not reach clients; rounding keeps the order, so the floor holds.
+            let raw = (self.raw_progress() * 1e6).round() / 1e6;
+            self.progress = self.progress.max(raw.min(PROGRESS_CAP));
+        }
+        if self.status.is_terminal() || self.status == JobStatus::Queued {
+            self.rate = None;
+            self.eta_seconds = None;
+            return;
+        }
+        if let Some(index) = self.current_stage {
+            self.stage_pace.observe(now, self.stages[index].current as f64);
+        }
+        self.job_pace.observe(now, self.progress);
+        self.rate = self.stage_pace.per_second.map(round_to_thousandths);
+        self.eta_seconds = match self.job_pace.per_second {
+            Some(pace) if pace > 0.0 => Some(round_to_thousandths((1.0 - self.progress) / pace)),
+            _ => None,
+        };
+    }
+
+    /// The public job resource, ready to serialise.
+    pub fn view(&self) -> JobView<'_> {
+        JobView {
+            id: self.id,
+            kind: &self.kind,
+            status: self.status,
+            seq: self.seq,
+            progress: self.progress,
+            stage: self.current_stage.map(|index| {
+                let stage = &self.stages[index];
+                StageView {
+                    name: &stage.name,
+                    index,
+                    count: self.stages.len(),
+                    current: stage.current,
+                    total: stage.total,
+                    unit: stage.unit.as_deref(),
+                }
+            }),
+            stages: &self.stages,
+            message: self.message.as_deref(),
+            rate: self.rate,
+            eta_seconds: self.eta_seconds,
+            params: &self.params,
+            result: &self.result,
+            error: self.error.as_ref(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            updated_at: self.updated_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+fn round_to_thousandths(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The current stage and its counter, as clients see it.
+#[derive(Debug, Serialize)]
+pub struct StageView<'a> {
+    pub name: &'a str,
+    pub index: usize,
+    pub count: usize,
+    pub current: u64,
+    pub total: Option<u64>,
+    pub unit: Option<&'a str>,
+}
+
+/// The job resource of CONTRACT.md, borrowed from the model.
+#[derive(Debug, Serialize)]
+pub struct JobView<'a> {
+    pub id: JobId,
+    pub kind: &'a str,
+    pub status: JobStatus,
+    pub seq: u64,
+    pub progress: f64,
+    pub stage: Option<StageView<'a>>,
+    #[serde(serialize_with = "serialize_stages")]
+    stages: &'a [Stage],
+    pub message: Option<&'a str>,
+    pub rate: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    pub params: &'a Value,
+    pub result: &'a Value,
+    pub error: Option<&'a ErrorInfo>,
+    #[serde(serialize_with = "super::serialize_time")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::serialize_optional_time")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "super::serialize_time")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::serialize_optional_time")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn serialize_stages<S: serde::Serializer>(stages: &&[Stage], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(stages.iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job() -> JobModel {
+        JobModel::new(JobId::generate(), Arc::from("test"), Arc::new(json!({})), Utc::now())
+    }
+
+    fn publish(model: &mut JobModel, now: Instant) -> Value {
+        model.prepare_publish(now, Utc::now());
+        serde_json::to_value(model.view()).unwrap()
+    }
+
+    fn running_with(stages: &[(&str, f64)]) -> JobModel {
+        let mut model = job();
+        model.start(Utc::now());
+        let specs: Vec<_> = stages.iter().map(|(name, weight)| StageSpec::new(*name, *weight)).collect();
+        model.declare_stages(&specs).unwrap();
+        model
+    }
+
+    #[test]
+    fn weights_that_do_not_sum_to_one_are_normalised() {
+        let mut model = running_with(&[("a", 2.0), ("b", 6.0)]);
+        model.start_stage("a", Some(10), None).unwrap();
+        model.set_current(5);
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["progress"], json!(0.125));
+        assert_eq!(view["stages"][0]["weight"], json!(2.0));
+        model.start_stage("b", Some(4), None).unwrap();
+        model.set_current(2);
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["progress"], json!(0.625));
+    }
+
+    #[test]
+    fn a_stage_with_unknown_total_counts_as_not_started() {
+        let mut model = running_with(&[("a", 1.0), ("b", 1.0)]);
+        model.start_stage("a", None, Some("files")).unwrap();
+        model.set_current(500);
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["progress"], json!(0.0));
+        assert_eq!(view["stage"]["total"], Value::Null);
+        assert_eq!(view["stage"]["current"], json!(500));
+        model.start_stage("b", None, None).unwrap();
+        assert_eq!(publish(&mut model, Instant::now())["progress"], json!(0.5));
+    }
+
+    #[test]
+    fn counters_past_their_total_are_capped_and_stay_below_one() {
+        let mut model = running_with(&[("only", 1.0)]);
+        model.start_stage("only", Some(10), None).unwrap();
+        model.set_current(25);
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["progress"], json!(PROGRESS_CAP));
+        assert!(view["progress"].as_f64().unwrap() < 1.0);
+        model.finish(Outcome::Completed(json!({"ok": true})), Utc::now()).unwrap();
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["progress"], json!(1.0));
+        assert_eq!(view["stages"][0]["status"], json!("done"));
+        assert_eq!(view["result"], json!({"ok": true}));
+    }
+
+    #[test]
+    fn a_job_without_stages_reports_its_own_fraction() {
+        let mut model = job();
+        model.start(Utc::now());
+        assert_eq!(publish(&mut model, Instant::now())["progress"], json!(0.0));
+        assert_eq!(model.set_fraction(0.4), Change::Counter);
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["progress"], json!(0.4));
+        assert_eq!(view["stage"], Value::Null);
+        assert_eq!(model.set_fraction(1.0), Change::Counter);
+        assert_eq!(publish(&mut model, Instant::now())["progress"], json!(PROGRESS_CAP));
+    }
+
+    #[test]
+    fn progress_never_decreases_when_a_total_grows() {
+        let mut model = running_with(&[("a", 1.0)]);
+        model.start_stage("a", Some(10), None).unwrap();
+        model.set_current(8);
+        assert_eq!(publish(&mut model, Instant::now())["progress"], json!(0.8));
+        model.set_total(Some(100));
+        assert_eq!(publish(&mut model, Instant::now())["progress"], json!(0.8));
+    }
+
+    #[test]
+    fn identical_reports_change_nothing() {
+        let mut model = running_with(&[("a", 1.0)]);
+        model.start_stage("a", Some(10), None).unwrap();
+        assert_eq!(model.set_current(3), Change::Counter);
+        assert_eq!(model.set_current(3), Change::None);
+        assert_eq!(model.set_message("x"), Change::Counter);
+        assert_eq!(model.set_message("x"), Change::None);
+        assert_eq!(model.start_stage("a", Some(10), None), Ok(Change::None));
+        assert_eq!(model.advance(0), Change::None);
+    }
+
+    #[test]
+    fn the_first_terminal_outcome_wins() {
+        let mut model = running_with(&[("a", 1.0), ("b", 1.0)]);
+        model.start_stage("a", Some(10), None).unwrap();
+        let (request, _) = model.request_cancel(Utc::now());
+        assert_eq!(request, CancelRequest::TaskToldToStop);
+        assert_eq!(model.status(), JobStatus::Cancelling);
+        model.finish(Outcome::Completed(Value::Null), Utc::now()).unwrap();
+        assert_eq!(
+            model.finish(Outcome::Cancelled { forced: true }, Utc::now()),
+            Err(AlreadyTerminal(JobStatus::Completed))
+        );
+        assert_eq!(model.set_current(4), Change::None);
+        assert_eq!(model.request_cancel(Utc::now()).0, CancelRequest::AlreadyEnded(JobStatus::Completed));
+    }
+
+    #[test]
+    fn a_failed_job_names_the_stage_it_failed_in() {
+        let mut model = running_with(&[("a", 1.0), ("b", 1.0), ("c", 1.0)]);
+        model.start_stage("b", Some(4), None).unwrap();
+        model.finish(Outcome::Failed(JobError::new("boom", "it broke").retryable(true)), Utc::now()).unwrap();
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["stages"][0]["status"], json!("done"));
+        assert_eq!(view["stages"][1]["status"], json!("failed"));
+        assert_eq!(view["stages"][2]["status"], json!("pending"));
+        assert_eq!(view["error"], json!({"code": "boom", "message": "it broke", "stage": "b", "retryable": true}));
+        assert!(view["finished_at"].is_string());
+    }
+
+    #[test]
+    fn a_queued_job_cancels_at_once_without_starting() {
+        let mut model = job();
+        let (request, change) = model.request_cancel(Utc::now());
+        assert_eq!((request, change), (CancelRequest::CancelledWhileQueued, Change::Immediate));
+        let view = publish(&mut model, Instant::now());
+        assert_eq!(view["status"], json!("cancelled"));
+        assert_eq!(view["started_at"], Value::Null);
+        assert_eq!(view["error"]["code"], json!("cancelled"));
+        assert_eq!(view["error"]["stage"], Value::Null);
+        assert_eq!(view["error"]["retryable"], json!(false));
+    }
+
+    #[test]
+    fn rate_and_eta_follow_the_observed_pace() {
+        let mut model = running_with(&[("a", 1.0)]);
+        model.start_stage("a", Some(100), None).unwrap();
+        let start = Instant::now();
+        let view = publish(&mut model, start);
+        assert_eq!(view["rate"], Value::Null);
+        assert_eq!(view["eta_seconds"], Value::Null);
+        for step in 1..=10u64 {
+            model.set_current(step * 5);
+            publish(&mut model, start + Duration::from_millis(step * 500));
+        }
+        let view = serde_json::to_value(model.view()).unwrap();
+        let rate = view["rate"].as_f64().unwrap();
+        assert!((rate - 10.0).abs() < 0.01, "rate {rate}");
+        let eta = view["eta_seconds"].as_f64().unwrap();
+        assert!((eta - 5.0).abs() < 0.1, "eta {eta}");
+        // The pace halves: the estimate moves towards it, smoothly.
+        for step in 1..=4u64 {
+            model.set_current(50 + step * 2);
+            publish(&mut model, start + Duration::from_millis(5000 + step * 400));
+        }
+        let rate = serde_json::to_value(model.view()).unwrap()["rate"].as_f64().unwrap();
+        assert!(rate < 10.0 && rate > 5.0, "rate {rate}");
+    }
+
+    #[test]
+    fn times_have_six_fractional_digits() {
+        let mut model = job();
+        let view = publish(&mut model, Instant::now());
+        let created = view["created_at"].as_str().unwrap();
+        assert_eq!(created.len(), "2026-11-22T18:00:03.250000Z".len(), "{created}");
+        assert!(created.ends_with('Z'));
+        assert_eq!(view["seq"], json!(1));
+    }
+
+    #[test]
+    fn invalid_stages_are_refused() {
+        let mut model = job();
+        assert!(model.declare_stages(&[StageSpec::new("a", -1.0)]).is_err());
+        assert!(model.declare_stages(&[StageSpec::new("a", f64::NAN)]).is_err());
+        assert!(model.declare_stages(&[StageSpec::new("a", 1.0), StageSpec::new("a", 1.0)]).is_err());
+        assert!(model.declare_stages(&[StageSpec::new("a", 1.0)]).is_ok());
+        assert!(model.declare_stages(&[StageSpec::new("b", 1.0)]).is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! jobcast runs long jobs and streams their progress to browsers, terminals
+//! and services over Server-Sent Events.
+//!
+//! # Layout
+//!
+//! - [`config`]: the typed settings, from flags and `JOBCAST_*` variables.
+//! - [`jobs`]: the job domain. [`jobs::model`] is the state machine and the
+//!   progress arithmetic; [`jobs::registry`] runs, queues, cancels and
+//!   forgets jobs; [`jobs::context`] is what job code sees; [`jobs::kind`]
+//!   declares job kinds.
+//! - [`store`]: job state and event fan-out behind one trait, with the
+//!   in-memory backend in [`store::memory`].
+//! - [`http`]: the API's router and handlers, including the event streams.
+//! - [`error`]: every API error as problem+json.
+//! - [`kinds`]: the built-in job kinds (`demo`).
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
+//!
+//! # Embedding
+//!
+//! Build an [`App`] with your own kinds, then either [`serve`] it or merge
+//! [`App::router`] into your own axum app:
+//!
+//! ```no_run
+//! use jobcast::{App, Config, JobContext, JobError, Kind};
+//! use serde_json::{json, Value};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! async fn hello(ctx: JobContext, _params: serde_json::Map<String, Value>) -> Result<Value, JobError> {
+//!     ctx.set_message("hello");
+//!     Ok(json!("done"))
+//! }
+//!
+//! # async fn example() -> std::io::Result<()> {
+//! let shutdown = CancellationToken::new();
+//! let app = App::new(&Config::default(), [jobcast::kinds::demo::kind(), Kind::new("hello", hello)], shutdown.clone());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! jobcast::serve(listener, app, shutdown).await
+//! # }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod kinds;
+pub mod metrics;
+pub mod store;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use http::AppState;
+pub use jobs::context::JobContext;
+pub use jobs::kind::{JobResult, Kind};
+pub use jobs::model::StageSpec;
+pub use jobs::{JobError, JobId, JobStatus};
+
+use http::sse::StreamSlots;
+use http::HttpSettings;
+use jobs::registry::{EngineSettings, Registry};
+use store::memory::MemoryStore;
+
+/// How long connections may take to close after every job and stream has
+/// ended at shutdown, before the server stops regardless.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// A jobcast service: the job engine and the state its HTTP API needs.
+#[derive(Clone)]
+pub struct App {
+    state: AppState,
+}
+
+impl App {
+    /// A service running `kinds`, configured by `config`; it ends every job
+    /// when `shutdown` is cancelled.
+    pub fn new(config: &Config, kinds: impl IntoIterator<Item = Kind>, shutdown: CancellationToken) -> Self {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store = Arc::new(MemoryStore::new(config.publish_interval, metrics.clone()));
+        let registry = Registry::new(
+            store,
+            kinds,
+            EngineSettings {
+                max_running: config.max_running,
+                max_queued: config.max_queued,
+                cancel_grace: config.cancel_grace,
+                retention: config.retention,
+                max_finished: config.max_finished,
+            },
+            metrics,
+            shutdown,
+        );
+        App {
+            state: AppState {
+                registry,
+                streams: StreamSlots::new(config.max_streams),
+                settings: Arc::new(HttpSettings {
+                    keep_alive: config.keep_alive,
+                    retry: config.retry,
+                    body_limit: config.body_limit,
+                }),
+                closing: CancellationToken::new(),
+            },
+        }
+    }
+
+    /// Every endpoint, as an axum `Router` to serve or merge.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Waits until every job has ended (after `shutdown` was cancelled),
+    /// then ends the all-jobs streams and long polls.
+    pub async fn drain(&self) {
+        self.state.registry.wait_for_jobs().await;
+        self.state.closing.cancel();
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled; then ends every
+/// live job `failed` with code `shutdown`, lets every stream deliver that
+/// terminal event, and returns within a bounded time.
+pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        // Progress events are small and latency matters more than packing.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    let drained = {
+        let app = app.clone();
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: ending live jobs");
+            app.drain().await;
+        }
+    };
+    let server = axum::serve(listener, app.router()).with_graceful_shutdown(drained);
+    let closing = app.state.closing.clone();
+    tokio::select! {
+        served = server => served,
+        _ = async { closing.cancelled().await; tokio::time::sleep(CONNECTION_DRAIN).await } => {
+            tracing::warn!("connections still open after shutdown; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Runs the server with the built-in kinds: what the `jobcast` binary does.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    let app = App::new(&config, [kinds::demo::kind()], shutdown.clone());
+    serve(listener, app, shutdown).await
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,224 @@
+//! One `TestApp` per test: a real jobcast server on an ephemeral port, a
+//! real HTTP client, and a real SSE parser (`eventsource-stream`).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use eventsource_stream::{Event, EventStream, Eventsource};
+use futures_util::{Stream, StreamExt};
+use jobcast::Config;
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The defaults, on an ephemeral port, with quiet logs.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(test_config()).await
+    }
+
+    pub async fn spawn_with(config: Config) -> TestApp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(jobcast::run(listener, config, shutdown.clone()));
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder().build().unwrap(),
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Starts a demo job with `params` and returns the job as created.
+    pub async fn create_demo(&self, params: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url("/v1/jobs"))
+            .json(&json!({ "kind": "demo", "params": params }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "creating a demo job");
+        response.json().await.unwrap()
+    }
+
+    pub async fn get_job(&self, id: &str) -> Value {
+        let response = self.client.get(self.url(&format!("/v1/jobs/{id}"))).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// POST /v1/jobs/{id}/cancel: status and body.
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/jobs/{id}/cancel")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Opens an event stream at `path` with extra headers; the response is
+    /// returned as is (any status).
+    pub async fn open(&self, path: &str, headers: HeaderMap) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .headers(headers)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Subscribes to a job's stream and checks the response is a 200 stream.
+    pub async fn subscribe(&self, id: &str) -> Sse {
+        let response = self.open(&format!("/v1/jobs/{id}/events"), HeaderMap::new()).await;
+        assert_eq!(response.status(), 200);
+        Sse::new(response)
+    }
+
+    /// The value of a metric line `name` (with labels, if given) in /metrics.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                (key == name).then(|| value.parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Waits, polling, until `check` holds, or fails the test after WAIT.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Cancels the shutdown token and waits for the server to return.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(WAIT, server)
+                .await
+                .expect("the server stops in bounded time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One parsed event, its data decoded as JSON (Null for non-JSON data).
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: String,
+    pub data: Value,
+}
+
+impl SseEvent {
+    pub fn seq(&self) -> u64 {
+        self.data["seq"].as_u64().expect("data has a seq")
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.event.as_str(), "completed" | "failed" | "cancelled")
+    }
+}
+
+type Frames = std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>>;
+
+/// An open event stream, read with a real SSE parser.
+pub struct Sse {
+    events: EventStream<Frames>,
+}
+
+impl Sse {
+    pub fn new(response: reqwest::Response) -> Self {
+        let frames: Frames = Box::pin(response.bytes_stream());
+        Sse {
+            events: frames.eventsource(),
+        }
+    }
+
+    /// The next event, None when the server ended the stream; fails the test
+    /// after WAIT.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        let next = tokio::time::timeout(WAIT, self.events.next())
+            .await
+            .expect("an event arrives in time")?;
+        let event: Event = next.expect("a well-formed event stream");
+        Some(SseEvent {
+            data: serde_json::from_str(&event.data).unwrap_or(Value::Null),
+            event: event.event,
+            id: event.id,
+        })
+    }
+
+    /// Every event until the server ends the stream.
+    pub async fn all(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Checks the stream invariants every subscriber is owed: ids match seqs,
+/// seqs strictly increase, exactly one terminal event, and it is last.
+pub fn assert_well_formed(events: &[SseEvent]) {
+    assert!(!events.is_empty(), "no events");
+    let mut last = 0;
+    for event in events {
+        assert_eq!(event.id, event.seq().to_string(), "id is the seq");
+        assert!(event.seq() > last, "seqs strictly increase: {} after {last}", event.seq());
+        last = event.seq();
+    }
+    let terminal = events.iter().filter(|event| event.is_terminal()).count();
+    assert_eq!(terminal, 1, "exactly one terminal event");
+    assert!(events.last().unwrap().is_terminal(), "the terminal event is last");
+}
+
+/// A demo job of `steps` steps in one stage, `step_ms` apart.
+pub fn demo(steps: u64, step_ms: u64) -> Value {
+    json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": steps }], "step_ms": step_ms })
+}
