@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use eventsource_stream::{Event, EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
-use jobcast::Config;
+use jobcast::{App, Config, Kind};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -38,10 +38,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> TestApp {
+        Self::spawn_with_kinds(config, Vec::new()).await
+    }
+
+    /// A server running the demo kind and `kinds` besides.
+    pub async fn spawn_with_kinds(config: Config, kinds: Vec<Kind>) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(jobcast::run(listener, config, shutdown.clone()));
+        let kinds = std::iter::once(jobcast::kinds::demo::kind()).chain(kinds);
+        let app = App::new(&config, kinds, shutdown.clone());
+        let server = tokio::spawn(jobcast::serve(listener, app, shutdown.clone()));
         TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::builder().build().unwrap(),
