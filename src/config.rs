@@ -102,9 +102,16 @@ mod tests {
 
     #[test]
     fn durations_read_as_people_write_them() {
-        let config =
-            Config::try_parse_from(["jobcast", "--publish-interval", "0", "--cancel-grace", "250ms", "--retention", "2m"])
-                .unwrap();
+        let config = Config::try_parse_from([
+            "jobcast",
+            "--publish-interval",
+            "0",
+            "--cancel-grace",
+            "250ms",
+            "--retention",
+            "2m",
+        ])
+        .unwrap();
         assert_eq!(config.publish_interval, Duration::ZERO);
         assert_eq!(config.cancel_grace, Duration::from_millis(250));
         assert_eq!(config.retention, Duration::from_secs(120));

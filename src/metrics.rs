@@ -90,15 +90,31 @@ impl Metrics {
             "Jobs held in memory, by status",
             metrics.jobs_by_status.clone(),
         );
-        registry.register("jobcast_jobs_running", "Jobs holding a running slot", metrics.jobs_running.clone());
-        registry.register("jobcast_jobs_queued", "Jobs waiting for a running slot", metrics.jobs_queued.clone());
+        registry.register(
+            "jobcast_jobs_running",
+            "Jobs holding a running slot",
+            metrics.jobs_running.clone(),
+        );
+        registry.register(
+            "jobcast_jobs_queued",
+            "Jobs waiting for a running slot",
+            metrics.jobs_queued.clone(),
+        );
         registry.register(
             "jobcast_jobs_in_memory",
             "Jobs of any status the server still holds",
             metrics.jobs_in_memory.clone(),
         );
-        registry.register("jobcast_job_tasks", "Live job and housekeeping tasks", metrics.job_tasks.clone());
-        registry.register("jobcast_streams_open", "Open event streams", metrics.streams_open.clone());
+        registry.register(
+            "jobcast_job_tasks",
+            "Live job and housekeeping tasks",
+            metrics.job_tasks.clone(),
+        );
+        registry.register(
+            "jobcast_streams_open",
+            "Open event streams",
+            metrics.streams_open.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 

@@ -50,18 +50,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         let bytes = read_limited(request.into_body(), limit, declared).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|error| match error.classify() {
-            Category::Data => ApiError::Unprocessable(error.to_string()),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
-            }
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| match error.classify() {
+                Category::Data => ApiError::Unprocessable(error.to_string()),
+                Category::Syntax | Category::Eof | Category::Io => {
+                    ApiError::BadRequest(format!("the body is not valid JSON: {error}"))
+                }
+            })
     }
 }
 
 /// `application/json`, or any `+json` type, with any parameters.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 

@@ -50,13 +50,17 @@ pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<Create
 
 pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let query = QueryParams::parse(query.as_deref());
-    let statuses: Vec<JobStatus> =
-        query.parsed_all("status", "one of queued, running, cancelling, completed, failed, cancelled")?;
+    let statuses: Vec<JobStatus> = query.parsed_all(
+        "status",
+        "one of queued, running, cancelling, completed, failed, cancelled",
+    )?;
     let limit = query
         .parsed::<usize>("limit", "a whole number from 1 to 1000")?
         .unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_PAGE}, not {limit}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to {MAX_PAGE}, not {limit}"
+        )));
     }
     let before = query.parsed::<JobId>("cursor", "a next_cursor from an earlier page")?;
     let mut jobs = app.registry.store().list(&ListQuery {
@@ -108,7 +112,10 @@ pub async fn get(
         .subscribe(id)
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
     let after_seq = after_seq.unwrap_or(feed.snapshot.seq);
-    let Some(mut receiver) = feed.receiver.filter(|_| wait_seconds > 0 && feed.snapshot.seq <= after_seq) else {
+    let Some(mut receiver) = feed
+        .receiver
+        .filter(|_| wait_seconds > 0 && feed.snapshot.seq <= after_seq)
+    else {
         return Ok(job_json(&feed.snapshot));
     };
     let deadline = tokio::time::sleep(Duration::from_secs(wait_seconds));

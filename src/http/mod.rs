@@ -63,7 +63,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(middleware::map_response(ops::problem_for_bare_errors))
         .layer(CatchPanicLayer::custom(|_| -> Response {
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "the server failed to answer this request", None)
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server failed to answer this request",
+                None,
+            )
         }))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let path = request

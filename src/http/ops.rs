@@ -32,7 +32,10 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let mut snapshot = app.registry.metrics_snapshot();
     snapshot.streams_open = app.streams.open();
     (
-        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.registry.metrics().render(snapshot),
     )
 }
@@ -55,7 +58,11 @@ pub async fn problem_for_bare_errors(response: Response) -> Response {
         return response;
     }
     let (parts, _) = response.into_parts();
-    let mut answer = problem(parts.status, "this method is not allowed here; see the Allow header", None);
+    let mut answer = problem(
+        parts.status,
+        "this method is not allowed here; see the Allow header",
+        None,
+    );
     for (name, value) in &parts.headers {
         if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
             answer.headers_mut().insert(name.clone(), value.clone());

@@ -91,7 +91,11 @@ impl Common {
             keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
             keep_alive
         });
-        Common { app, keep_alive, _slot: slot }
+        Common {
+            app,
+            keep_alive,
+            _slot: slot,
+        }
     }
 
     /// The `retry:` hint: the configured time plus up to a quarter more, so
@@ -233,10 +237,17 @@ struct Filter {
 impl Filter {
     fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
         Ok(Filter {
-            kinds: query.has("kind").then(|| query.all("kind").map(str::to_owned).collect()),
+            kinds: query
+                .has("kind")
+                .then(|| query.all("kind").map(str::to_owned).collect()),
             // An id that names no job, malformed or not, matches nothing.
-            ids: query.has("id").then(|| query.all("id").filter_map(|id| id.parse().ok()).collect()),
-            statuses: query.parsed_all("status", "one of queued, running, cancelling, completed, failed, cancelled")?,
+            ids: query
+                .has("id")
+                .then(|| query.all("id").filter_map(|id| id.parse().ok()).collect()),
+            statuses: query.parsed_all(
+                "status",
+                "one of queued, running, cancelling, completed, failed, cancelled",
+            )?,
             shown: HashSet::new(),
         })
     }
@@ -245,7 +256,11 @@ impl Filter {
     /// for changes the client may have missed (a resume or a resync), so a
     /// terminal state passes the status filter.
     fn admits(&mut self, job: &Published, after_gap: bool) -> bool {
-        if self.kinds.as_ref().is_some_and(|kinds| !kinds.iter().any(|kind| **kind == *job.kind)) {
+        if self
+            .kinds
+            .as_ref()
+            .is_some_and(|kinds| !kinds.iter().any(|kind| **kind == *job.kind))
+        {
             return false;
         }
         if self.ids.as_ref().is_some_and(|ids| !ids.contains(&job.job_id)) {

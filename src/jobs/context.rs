@@ -61,12 +61,7 @@ struct Inner {
 }
 
 impl JobContext {
-    pub(crate) fn new(
-        id: JobId,
-        store: Arc<dyn Store>,
-        cancel: CancellationToken,
-        flush: Arc<FlushSchedule>,
-    ) -> Self {
+    pub(crate) fn new(id: JobId, store: Arc<dyn Store>, cancel: CancellationToken, flush: Arc<FlushSchedule>) -> Self {
         JobContext {
             inner: Arc::new(Inner {
                 id,

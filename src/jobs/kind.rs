@@ -74,7 +74,9 @@ impl Kind {
         let prepare = move |params: Value| -> Result<PreparedJob, String> {
             let params: P = serde_json::from_value(params).map_err(|error| error.to_string())?;
             let run = run.clone();
-            Ok(Box::new(move |ctx: JobContext| -> BoxFuture<'static, JobResult> { Box::pin(run(ctx, params)) }))
+            Ok(Box::new(move |ctx: JobContext| -> BoxFuture<'static, JobResult> {
+                Box::pin(run(ctx, params))
+            }))
         };
         Kind {
             name: Arc::from(name),

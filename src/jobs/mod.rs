@@ -83,10 +83,7 @@ impl JobStatus {
     ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
-        )
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -178,10 +175,7 @@ pub struct ErrorInfo {
 }
 
 /// Serialises a time as RFC 3339 UTC with exactly six fractional digits.
-pub(crate) fn serialize_time<S: Serializer>(
-    time: &DateTime<Utc>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 

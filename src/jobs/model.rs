@@ -265,7 +265,10 @@ impl JobModel {
             if !spec.weight.is_finite() || spec.weight < 0.0 {
                 return Err(JobError::new(
                     "invalid_stage",
-                    format!("stage {:?} has weight {}: weights are finite and >= 0", spec.name, spec.weight),
+                    format!(
+                        "stage {:?} has weight {}: weights are finite and >= 0",
+                        spec.name, spec.weight
+                    ),
                 ));
             }
             if specs[..index].iter().any(|other| other.name == spec.name) {
@@ -294,12 +297,7 @@ impl JobModel {
 
     /// Starts the named stage with a fresh counter. Stages run in declared
     /// order: earlier stages, including skipped ones, become `done`.
-    pub fn start_stage(
-        &mut self,
-        name: &str,
-        total: Option<u64>,
-        unit: Option<&str>,
-    ) -> Result<Change, JobError> {
+    pub fn start_stage(&mut self, name: &str, total: Option<u64>, unit: Option<&str>) -> Result<Change, JobError> {
         if self.status.is_terminal() {
             return Ok(Change::None);
         }
@@ -447,7 +445,10 @@ impl JobModel {
                 }
                 self.status = JobStatus::Cancelled;
                 let (code, message) = if forced {
-                    ("cancel_forced", "the job did not stop within the cancel grace period and was aborted")
+                    (
+                        "cancel_forced",
+                        "the job did not stop within the cancel grace period and was aborted",
+                    )
                 } else {
                     (JobError::CANCELLED, "the job was cancelled")
                 };
@@ -608,7 +609,10 @@ mod tests {
     fn running_with(stages: &[(&str, f64)]) -> JobModel {
         let mut model = job();
         model.start(Utc::now());
-        let specs: Vec<_> = stages.iter().map(|(name, weight)| StageSpec::new(*name, *weight)).collect();
+        let specs: Vec<_> = stages
+            .iter()
+            .map(|(name, weight)| StageSpec::new(*name, *weight))
+            .collect();
         model.declare_stages(&specs).unwrap();
         model
     }
@@ -648,7 +652,9 @@ mod tests {
         let view = publish(&mut model, Instant::now());
         assert_eq!(view["progress"], json!(PROGRESS_CAP));
         assert!(view["progress"].as_f64().unwrap() < 1.0);
-        model.finish(Outcome::Completed(json!({"ok": true})), Utc::now()).unwrap();
+        model
+            .finish(Outcome::Completed(json!({"ok": true})), Utc::now())
+            .unwrap();
         let view = publish(&mut model, Instant::now());
         assert_eq!(view["progress"], json!(1.0));
         assert_eq!(view["stages"][0]["status"], json!("done"));
@@ -703,19 +709,30 @@ mod tests {
             Err(AlreadyTerminal(JobStatus::Completed))
         );
         assert_eq!(model.set_current(4), Change::None);
-        assert_eq!(model.request_cancel(Utc::now()).0, CancelRequest::AlreadyEnded(JobStatus::Completed));
+        assert_eq!(
+            model.request_cancel(Utc::now()).0,
+            CancelRequest::AlreadyEnded(JobStatus::Completed)
+        );
     }
 
     #[test]
     fn a_failed_job_names_the_stage_it_failed_in() {
         let mut model = running_with(&[("a", 1.0), ("b", 1.0), ("c", 1.0)]);
         model.start_stage("b", Some(4), None).unwrap();
-        model.finish(Outcome::Failed(JobError::new("boom", "it broke").retryable(true)), Utc::now()).unwrap();
+        model
+            .finish(
+                Outcome::Failed(JobError::new("boom", "it broke").retryable(true)),
+                Utc::now(),
+            )
+            .unwrap();
         let view = publish(&mut model, Instant::now());
         assert_eq!(view["stages"][0]["status"], json!("done"));
         assert_eq!(view["stages"][1]["status"], json!("failed"));
         assert_eq!(view["stages"][2]["status"], json!("pending"));
-        assert_eq!(view["error"], json!({"code": "boom", "message": "it broke", "stage": "b", "retryable": true}));
+        assert_eq!(
+            view["error"],
+            json!({"code": "boom", "message": "it broke", "stage": "b", "retryable": true})
+        );
         assert!(view["finished_at"].is_string());
     }
 
@@ -723,7 +740,10 @@ mod tests {
     fn a_queued_job_cancels_at_once_without_starting() {
         let mut model = job();
         let (request, change) = model.request_cancel(Utc::now());
-        assert_eq!((request, change), (CancelRequest::CancelledWhileQueued, Change::Immediate));
+        assert_eq!(
+            (request, change),
+            (CancelRequest::CancelledWhileQueued, Change::Immediate)
+        );
         let view = publish(&mut model, Instant::now());
         assert_eq!(view["status"], json!("cancelled"));
         assert_eq!(view["started_at"], Value::Null);
@@ -773,7 +793,9 @@ mod tests {
         let mut model = job();
         assert!(model.declare_stages(&[StageSpec::new("a", -1.0)]).is_err());
         assert!(model.declare_stages(&[StageSpec::new("a", f64::NAN)]).is_err());
-        assert!(model.declare_stages(&[StageSpec::new("a", 1.0), StageSpec::new("a", 1.0)]).is_err());
+        assert!(model
+            .declare_stages(&[StageSpec::new("a", 1.0), StageSpec::new("a", 1.0)])
+            .is_err());
         assert!(model.declare_stages(&[StageSpec::new("a", 1.0)]).is_ok());
         assert!(model.declare_stages(&[StageSpec::new("b", 1.0)]).is_err());
     }

@@ -213,12 +213,19 @@ impl Registry {
     }
 
     fn controls(&self) -> MutexGuard<'_, HashMap<JobId, JobControl>> {
-        self.inner.controls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .controls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Applies a mutation through the store and, if it ended the job,
     /// releases what tracked it. Every mutation the engine makes goes here.
-    fn apply(&self, id: JobId, mutation: &mut dyn FnMut(&mut JobModel) -> Change) -> Result<UpdateOutcome, JobNotFound> {
+    fn apply(
+        &self,
+        id: JobId,
+        mutation: &mut dyn FnMut(&mut JobModel) -> Change,
+    ) -> Result<UpdateOutcome, JobNotFound> {
         let outcome = self.inner.store.update(id, mutation)?;
         if outcome.became_terminal {
             self.job_ended(id);
@@ -233,7 +240,11 @@ impl Registry {
             Some(outcome) => model.finish(outcome, Utc::now()).unwrap_or(Change::None),
             None => Change::None,
         });
-        if let Ok(UpdateOutcome { published: Some(published), .. }) = result {
+        if let Ok(UpdateOutcome {
+            published: Some(published),
+            ..
+        }) = result
+        {
             tracing::info!(status = published.status.as_str(), "job ended");
         }
     }
@@ -267,7 +278,9 @@ impl Registry {
         loop {
             let next_expiry = {
                 let ended = self.inner.ended.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                ended.front().map(|&(ended_at, _)| ended_at + self.inner.settings.retention)
+                ended
+                    .front()
+                    .map(|&(ended_at, _)| ended_at + self.inner.settings.retention)
             };
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,

@@ -188,7 +188,12 @@ fn params_schema() -> Value {
 }
 
 async fn run(ctx: JobContext, params: DemoParams) -> JobResult {
-    ctx.declare_stages(params.stages.iter().map(|stage| StageSpec::new(stage.name.as_str(), stage.weight)))?;
+    ctx.declare_stages(
+        params
+            .stages
+            .iter()
+            .map(|stage| StageSpec::new(stage.name.as_str(), stage.weight)),
+    )?;
     pause(&ctx, params.delay_ms, params.ignore_cancel).await?;
     let mut total_steps = 0;
     for stage in &params.stages {

@@ -220,8 +220,18 @@ impl Store for MemoryStore {
         let position = hub.next_event_id - 1;
         let after = after.filter(|&after| after >= hub.first_event_id && after >= hub.horizon && after <= position);
         let mut initial: Vec<Arc<Published>> = match after {
-            Some(after) => hub.latest.values().filter(|job| job.event_id > after).cloned().collect(),
-            None => hub.latest.values().filter(|job| !job.status.is_terminal()).cloned().collect(),
+            Some(after) => hub
+                .latest
+                .values()
+                .filter(|job| job.event_id > after)
+                .cloned()
+                .collect(),
+            None => hub
+                .latest
+                .values()
+                .filter(|job| !job.status.is_terminal())
+                .cloned()
+                .collect(),
         };
         initial.sort_unstable_by_key(|job| job.event_id);
         AllFeed {
@@ -244,7 +254,10 @@ impl Store for MemoryStore {
         let hub = self.hub();
         let mut census = Census::default();
         for job in hub.latest.values() {
-            let index = JobStatus::ALL.iter().position(|s| *s == job.status).expect("ALL holds every status");
+            let index = JobStatus::ALL
+                .iter()
+                .position(|s| *s == job.status)
+                .expect("ALL holds every status");
             census.by_status[index] += 1;
         }
         census

@@ -140,7 +140,10 @@ pub struct Census {
 
 impl Census {
     pub fn count(&self, status: JobStatus) -> usize {
-        self.by_status[JobStatus::ALL.iter().position(|s| *s == status).expect("ALL holds every status")]
+        self.by_status[JobStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .expect("ALL holds every status")]
     }
 
     pub fn total(&self) -> usize {

@@ -75,7 +75,12 @@ impl TestApp {
     }
 
     pub async fn get_job(&self, id: &str) -> Value {
-        let response = self.client.get(self.url(&format!("/v1/jobs/{id}"))).send().await.unwrap();
+        let response = self
+            .client
+            .get(self.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -95,12 +100,7 @@ impl TestApp {
     /// Opens an event stream at `path` with extra headers; the response is
     /// returned as is (any status).
     pub async fn open(&self, path: &str, headers: HeaderMap) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .headers(headers)
-            .send()
-            .await
-            .unwrap()
+        self.client.get(self.url(path)).headers(headers).send().await.unwrap()
     }
 
     /// Subscribes to a job's stream and checks the response is a 200 stream.
@@ -112,7 +112,15 @@ impl TestApp {
 
     /// The value of a metric line `name` (with labels, if given) in /metrics.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .find_map(|line| {
                 let (key, value) = line.rsplit_once(' ')?;
@@ -217,7 +225,11 @@ pub fn assert_well_formed(events: &[SseEvent]) {
     let mut last = 0;
     for event in events {
         assert_eq!(event.id, event.seq().to_string(), "id is the seq");
-        assert!(event.seq() > last, "seqs strictly increase: {} after {last}", event.seq());
+        assert!(
+            event.seq() > last,
+            "seqs strictly increase: {} after {last}",
+            event.seq()
+        );
         last = event.seq();
     }
     let terminal = events.iter().filter(|event| event.is_terminal()).count();
