@@ -204,7 +204,8 @@ impl Registry {
             .store
             .insert(JobModel::new(id, kind.shared_name(), Arc::new(params), Utc::now()));
         self.inner.metrics.jobs_created.inc();
-        let span = tracing::info_span!("job", job_id = %id, kind = %kind.name());
+        // A root span: the job outlives the request that created it.
+        let span = tracing::info_span!(parent: None, "job", job_id = %id, kind = %kind.name());
         self.inner
             .tracker
             .spawn(self.clone().run(id, job, control).instrument(span));
