@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::{Change, JobModel, StageSpec};
 use super::{JobError, JobId};
-use crate::store::Store;
+use crate::store::{Flush, Store};
 
 impl From<(&str, f64)> for StageSpec {
     fn from((name, weight): (&str, f64)) -> Self {
@@ -41,8 +41,9 @@ impl FlushSchedule {
         *self.due.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn clear(&self) {
-        *self.due.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    /// Replaces the due time (None: nothing waits).
+    pub(crate) fn set(&self, due: Option<Instant>) {
+        *self.due.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = due;
     }
 }
 
@@ -150,8 +151,8 @@ impl JobContext {
 
     /// Publishes now any counter change still waiting for the publish interval.
     pub fn flush(&self) {
-        self.inner.flush.clear();
-        self.inner.store.flush(self.inner.id);
+        self.inner.flush.set(None);
+        self.inner.store.flush(self.inner.id, Flush::Now);
     }
 
     /// Resolves when the job is asked to stop.

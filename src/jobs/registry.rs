@@ -33,7 +33,7 @@ use super::kind::{Kind, PreparedJob};
 use super::model::{CancelRequest, Change, JobModel, Outcome};
 use super::{JobError, JobId, JobStatus};
 use crate::metrics::{self, Metrics};
-use crate::store::{JobNotFound, Published, Store, UpdateOutcome};
+use crate::store::{Flush, JobNotFound, Published, Store, UpdateOutcome};
 
 /// The engine's limits and timings.
 #[derive(Clone, Debug)]
@@ -336,8 +336,7 @@ impl Registry {
                     break Some(Outcome::Cancelled { forced: true });
                 }
                 _ = sleep_until(flush_due.unwrap_or_else(Instant::now)), if flush_due.is_some() => {
-                    flush.clear();
-                    self.inner.store.flush(id);
+                    flush.set(self.inner.store.flush(id, Flush::WhenDue));
                 }
                 _ = flush.scheduled.notified() => {}
             }

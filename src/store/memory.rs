@@ -23,7 +23,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use super::{AllFeed, Census, JobFeed, JobNotFound, ListQuery, Mutation, Published, Store, UpdateOutcome};
+use super::{AllFeed, Census, Flush, JobFeed, JobNotFound, ListQuery, Mutation, Published, Store, UpdateOutcome};
 use crate::jobs::model::{Change, JobModel};
 use crate::jobs::{JobId, JobStatus};
 use crate::metrics::Metrics;
@@ -176,12 +176,19 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
-    fn flush(&self, id: JobId) {
-        let Some(slot) = self.slot(id) else { return };
+    fn flush(&self, id: JobId, when: Flush) -> Option<Instant> {
+        let slot = self.slot(id)?;
         let mut state = lock(&slot.state);
-        if state.dirty && !state.model.status().is_terminal() {
-            self.publish_slot(&mut state, Instant::now());
+        if !state.dirty || state.model.status().is_terminal() {
+            return None;
         }
+        let now = Instant::now();
+        let due = state.last_publish + self.publish_interval;
+        if when == Flush::WhenDue && now < due {
+            return Some(due);
+        }
+        self.publish_slot(&mut state, now);
+        None
     }
 
     fn get(&self, id: JobId) -> Option<Arc<Published>> {

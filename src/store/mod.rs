@@ -102,6 +102,15 @@ pub struct UpdateOutcome {
     pub became_terminal: bool,
 }
 
+/// When [`Store::flush`] may publish a waiting change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Now, whatever the publish interval says (the job asked for it).
+    Now,
+    /// Only once the publish interval since the last publish has passed.
+    WhenDue,
+}
+
 /// A job's current state and the live updates after it, with no gap.
 pub struct JobFeed {
     pub snapshot: Arc<Published>,
@@ -170,8 +179,11 @@ pub trait Store: Send + Sync + 'static {
     /// merged into a later publish within the publish interval, or not at all.
     fn update(&self, id: JobId, mutation: Mutation<'_>) -> Result<UpdateOutcome, JobNotFound>;
 
-    /// Publishes a merged counter change that is still waiting, if any.
-    fn flush(&self, id: JobId);
+    /// Publishes a merged counter change that is still waiting, if any:
+    /// at once with [`Flush::Now`], or with [`Flush::WhenDue`] only once the
+    /// publish interval since the last publish has passed, returning the
+    /// time it falls due if that is still ahead.
+    fn flush(&self, id: JobId, when: Flush) -> Option<Instant>;
 
     /// The latest published state.
     fn get(&self, id: JobId) -> Option<Arc<Published>>;

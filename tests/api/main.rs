@@ -1,4 +1,5 @@
 //! The HTTP API against a real server on an ephemeral port.
 
+mod engine;
 mod helpers;
 mod smoke;
