@@ -4,7 +4,7 @@
 //!
 //! The registry owns each live job's cancel token (a child of the server's
 //! shutdown token) and an `ended` token that fires once the job is terminal.
-//! Every mutation it makes goes through [`Registry::apply`], which notices
+//! Every mutation it makes goes through `Registry::apply`, which notices
 //! the moment a job becomes terminal and releases what tracked it. The
 //! terminal outcome itself is decided by `JobModel::finish` under the
 //! store's lock, so whatever races (completion, failure, panic, cancel, the
