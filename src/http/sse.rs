@@ -305,7 +305,7 @@ pub async fn all_events(
         receiver: feed.receiver,
         position: feed.position,
     };
-    state.queue_initial(&feed.initial, feed.resumed);
+    state.queue_initial(&feed.initial, feed.resumed, 0);
     let frames = stream::unfold(state, |mut state| async move {
         let frame = state.next_frame().await?;
         Some((Ok::<_, Infallible>(frame), state))
@@ -323,9 +323,11 @@ struct AllStream {
 }
 
 impl AllStream {
-    fn queue_initial(&mut self, initial: &[Arc<Published>], after_gap: bool) {
+    /// Queues the states a (re)subscription starts with, skipping any the
+    /// connection has already accounted for, so ids keep increasing.
+    fn queue_initial(&mut self, initial: &[Arc<Published>], after_gap: bool, accounted_up_to: u64) {
         for job in initial {
-            if self.filter.admits(job, after_gap) {
+            if job.event_id > accounted_up_to && self.filter.admits(job, after_gap) {
                 self.pending.push_back(job.global_snapshot_frame());
                 self.common.sent();
             }
@@ -354,10 +356,11 @@ impl AllStream {
                         self.common.app.registry.metrics().lag_resyncs.inc();
                         // Everything that changed since our position, from a
                         // fresh subscription with no gap after it.
-                        let feed = self.common.app.registry.store().subscribe_all(Some(self.position));
+                        let accounted_up_to = self.position;
+                        let feed = self.common.app.registry.store().subscribe_all(Some(accounted_up_to));
                         self.receiver = feed.receiver;
                         self.position = feed.position;
-                        self.queue_initial(&feed.initial, true);
+                        self.queue_initial(&feed.initial, true, accounted_up_to);
                     }
                     Err(RecvError::Closed) => return None,
                 },

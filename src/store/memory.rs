@@ -225,7 +225,9 @@ impl Store for MemoryStore {
     fn subscribe_all(&self, after: Option<u64>) -> AllFeed {
         let hub = self.hub();
         let position = hub.next_event_id - 1;
-        let after = after.filter(|&after| after >= hub.first_event_id && after >= hub.horizon && after <= position);
+        // Answerable: issued by this run (or just before its first id), not
+        // older than a removed job's last change, and not from the future.
+        let after = after.filter(|&after| after + 1 >= hub.first_event_id && after >= hub.horizon && after <= position);
         let mut initial: Vec<Arc<Published>> = match after {
             Some(after) => hub
                 .latest
