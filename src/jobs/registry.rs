@@ -15,7 +15,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -79,6 +79,17 @@ struct JobControl {
     cancel: CancellationToken,
     /// Fires once the job is terminal, whoever ended it.
     ended: CancellationToken,
+    /// Whether the job still holds a place in the queue: given back once,
+    /// when it starts or when it ends while queued, whichever comes first.
+    queued: Arc<AtomicBool>,
+}
+
+impl JobControl {
+    fn leave_queue(&self, queued_jobs: &AtomicUsize) {
+        if self.queued.swap(false, Ordering::AcqRel) {
+            queued_jobs.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// The job engine. Cheap to clone: every clone is the same engine.
@@ -103,15 +114,6 @@ struct Inner {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
-}
-
-/// A place in the queue, given back when the job starts or ends.
-struct QueuePlace<'a>(&'a AtomicUsize);
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Registry {
@@ -195,6 +197,7 @@ impl Registry {
         let control = JobControl {
             cancel: self.inner.shutdown.child_token(),
             ended: CancellationToken::new(),
+            queued: Arc::new(AtomicBool::new(true)),
         };
         // Tracked before it exists, so that a cancel arriving at once finds
         // its control and releases it.
@@ -252,6 +255,7 @@ impl Registry {
 
     fn job_ended(&self, id: JobId) {
         if let Some(control) = self.controls().remove(&id) {
+            control.leave_queue(&self.inner.queued);
             control.ended.cancel();
         }
         let mut ended = self.inner.ended.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -296,7 +300,6 @@ impl Registry {
     /// A job's task: wait for a running slot, run the job's function, merge
     /// counter changes, enforce the cancel grace period, record the outcome.
     async fn run(self, id: JobId, job: PreparedJob, control: JobControl) {
-        let queue_place = QueuePlace(&self.inner.queued);
         let slot = tokio::select! {
             biased;
             _ = self.inner.shutdown.cancelled() => {
@@ -308,7 +311,7 @@ impl Registry {
                 permit.expect("the running-slot semaphore is never closed")
             }
         };
-        drop(queue_place);
+        control.leave_queue(&self.inner.queued);
         let started = self.apply(id, &mut |model| model.start(Utc::now()));
         if !matches!(started, Ok(UpdateOutcome { published: Some(_), .. })) {
             // Cancelled while it waited for the slot.

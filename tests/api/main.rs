@@ -2,4 +2,5 @@
 
 mod engine;
 mod helpers;
+mod lifecycle;
 mod smoke;
