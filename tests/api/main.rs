@@ -3,4 +3,5 @@
 mod engine;
 mod helpers;
 mod lifecycle;
+mod requests;
 mod smoke;
