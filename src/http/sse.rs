@@ -16,6 +16,7 @@ use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -35,6 +36,8 @@ use crate::jobs::{JobId, JobStatus};
 use crate::store::Published;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+/// The longest pacing interval a client may ask for.
+const MAX_MIN_INTERVAL_MS: u64 = 60_000;
 
 /// Counts open streams against the server's limit.
 #[derive(Clone)]
@@ -141,7 +144,24 @@ pub async fn job_events(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    let resume_after = last_event_id(&headers, &QueryParams::parse(query.as_deref()));
+    let query = QueryParams::parse(query.as_deref());
+    let resume_after = last_event_id(&headers, &query);
+    let pacing = query
+        .parsed::<u64>("min_interval_ms", "a whole number of milliseconds from 0 to 60000")?
+        .filter(|&ms| ms > 0)
+        .map(|ms| {
+            if ms > MAX_MIN_INTERVAL_MS {
+                return Err(ApiError::BadRequest(format!(
+                    "min_interval_ms must be at most {MAX_MIN_INTERVAL_MS}, not {ms}"
+                )));
+            }
+            Ok(Pacing {
+                interval: Duration::from_millis(ms),
+                next_allowed: Instant::now(),
+                held: None,
+            })
+        })
+        .transpose()?;
     let feed = app
         .registry
         .store()
@@ -166,6 +186,7 @@ pub async fn job_events(
         pending,
         receiver: feed.receiver.filter(|_| !snapshot.status.is_terminal()),
         last_seq: snapshot.seq,
+        pacing,
     };
     let frames = stream::unfold(state, |mut state| async move {
         let frame = state.next_frame().await?;
@@ -181,20 +202,58 @@ struct JobStream {
     /// None once the terminal event has been queued.
     receiver: Option<Receiver<Arc<Published>>>,
     last_seq: u64,
+    /// Set when the client asked for `min_interval_ms`.
+    pacing: Option<Pacing>,
+}
+
+/// At most one progress event per interval for one subscriber: states that
+/// arrive sooner are held, each replacing the last, and the newest is sent
+/// when the interval has passed. The terminal event is never held.
+struct Pacing {
+    interval: Duration,
+    next_allowed: Instant,
+    held: Option<Arc<Published>>,
 }
 
 impl JobStream {
-    /// Queues `job` if it is newer than what the client has; drops the
-    /// subscription once the terminal event is queued.
-    fn offer(&mut self, job: &Published) {
+    /// Queues `job` if it is newer than what the client has (or holds it,
+    /// when paced); drops the subscription once the terminal event is queued.
+    fn offer(&mut self, job: Arc<Published>) {
         if job.seq <= self.last_seq {
             return;
+        }
+        let terminal = job.status.is_terminal();
+        if let Some(pacing) = &mut self.pacing {
+            let now = Instant::now();
+            if terminal {
+                pacing.held = None;
+            } else if now < pacing.next_allowed {
+                pacing.held = Some(job);
+                return;
+            } else {
+                pacing.next_allowed = now + pacing.interval;
+            }
         }
         self.last_seq = job.seq;
         self.pending.push_back(job.job_frame.clone());
         self.common.sent();
-        if job.status.is_terminal() {
+        if terminal {
             self.receiver = None;
+        }
+    }
+
+    /// Sends the held state, if any, once its interval has passed.
+    async fn held_due(pacing: &mut Option<Pacing>) -> Arc<Published> {
+        match pacing {
+            Some(Pacing {
+                next_allowed,
+                held: held @ Some(_),
+                ..
+            }) => {
+                tokio::time::sleep_until(*next_allowed).await;
+                held.take().expect("matched Some")
+            }
+            _ => std::future::pending().await,
         }
     }
 
@@ -207,16 +266,17 @@ impl JobStream {
             tokio::select! {
                 biased;
                 received = receiver.recv() => match received {
-                    Ok(job) => self.offer(&job),
+                    Ok(job) => self.offer(job),
                     Err(RecvError::Lagged(_)) => {
                         self.common.app.registry.metrics().lag_resyncs.inc();
                         // The job may be gone (retention) between lag and resync.
                         let latest = self.common.app.registry.store().get(self.id)?;
-                        self.offer(&latest);
+                        self.offer(latest);
                     }
                     // The job was removed without our seeing its end.
                     Err(RecvError::Closed) => return None,
                 },
+                held = Self::held_due(&mut self.pacing) => self.offer(held),
                 _ = keep_alive_tick(&mut self.common.keep_alive) => return Some(Bytes::from_static(KEEP_ALIVE)),
                 _ = self.common.app.closing.cancelled() => return None,
             }

@@ -3,5 +3,6 @@
 mod engine;
 mod helpers;
 mod lifecycle;
+mod pacing;
 mod requests;
 mod smoke;
