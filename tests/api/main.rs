@@ -1,6 +1,7 @@
 //! The HTTP API against a real server on an ephemeral port.
 
 mod engine;
+mod fanout;
 mod helpers;
 mod lifecycle;
 mod pacing;
