@@ -14,6 +14,8 @@
 //! - [`error`]: every API error as problem+json.
 //! - [`kinds`]: the built-in job kinds (`demo`).
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
+//! - [`cli`]: the command line, and the terminal client (`jobcast watch`,
+//!   `jobcast submit`) that follows jobs over the public API.
 //!
 //! # Embedding
 //!
@@ -38,6 +40,7 @@
 //! # }
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;

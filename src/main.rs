@@ -1,14 +1,21 @@
-//! The `jobcast` binary: parse the config, start logging, bind, hand over.
+//! The `jobcast` binary: parse the command line; run a client command, or
+//! start logging, bind and hand over to the server.
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = jobcast::Config::parse();
+    let cli = jobcast::cli::Cli::parse_args();
+    match cli.command {
+        Some(command) => jobcast::cli::run(command).await,
+        None => serve(cli.server).await,
+    }
+}
+
+async fn serve(config: jobcast::Config) -> ExitCode {
     jobcast::telemetry::init(&config.log);
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
