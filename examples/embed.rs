@@ -35,7 +35,9 @@ async fn count_primes(ctx: JobContext, params: CountPrimes) -> Result<Value, Job
     ctx.start_stage("sieve", Some(root as u64), Some("numbers"))?;
     for n in 2..root.min(limit) {
         if !composite[n] {
-            (n * n..limit).step_by(n).for_each(|multiple| composite[multiple] = true);
+            (n * n..limit)
+                .step_by(n)
+                .for_each(|multiple| composite[multiple] = true);
         }
         ctx.set_current(n as u64 + 1);
         // Let other tasks run, and stop promptly when cancelled.

@@ -11,7 +11,9 @@ use crate::helpers::*;
 async fn a_paced_subscriber_gets_the_latest_state_at_its_pace_and_the_end_at_once() {
     let app = TestApp::spawn().await;
     let job = app
-        .create_demo(json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": 60 }], "step_ms": 10, "delay_ms": 300 }))
+        .create_demo(
+            json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": 60 }], "step_ms": 10, "delay_ms": 300 }),
+        )
         .await;
     let id = job["id"].as_str().unwrap();
     let paced = app
@@ -29,7 +31,11 @@ async fn a_paced_subscriber_gets_the_latest_state_at_its_pace_and_the_end_at_onc
     assert_well_formed(&events);
     let all = everything.all().await;
     assert_well_formed(&all);
-    assert_eq!(events.last().unwrap().data, all.last().unwrap().data, "the same terminal state");
+    assert_eq!(
+        events.last().unwrap().data,
+        all.last().unwrap().data,
+        "the same terminal state"
+    );
 
     let progress: Vec<&(Instant, SseEvent)> = arrivals.iter().filter(|(_, event)| event.event == "progress").collect();
     assert!(
@@ -52,7 +58,10 @@ async fn a_malformed_pacing_interval_is_a_400_problem() {
     let id = job["id"].as_str().unwrap();
     for value in ["abc", "-5", "1.5", "60001"] {
         let response = app
-            .open(&format!("/v1/jobs/{id}/events?min_interval_ms={value}"), HeaderMap::new())
+            .open(
+                &format!("/v1/jobs/{id}/events?min_interval_ms={value}"),
+                HeaderMap::new(),
+            )
             .await;
         assert_eq!(response.status(), 400, "min_interval_ms={value}");
         assert_eq!(response.headers()["content-type"], "application/problem+json");
