@@ -7,3 +7,4 @@ mod lifecycle;
 mod pacing;
 mod requests;
 mod smoke;
+mod streams;
