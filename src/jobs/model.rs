@@ -464,23 +464,58 @@ impl JobModel {
         Ok(Change::Immediate)
     }
 
+    /// Each stage's share of the whole job: its weight over the sum of
+    /// weights, or an equal share when every weight is zero.
+    fn stage_shares(&self) -> impl Iterator<Item = f64> + '_ {
+        let total_weight: f64 = self.stages.iter().map(|stage| stage.weight).sum();
+        let count = self.stages.len() as f64;
+        self.stages.iter().map(move |stage| {
+            if total_weight > 0.0 {
+                stage.weight / total_weight
+            } else {
+                1.0 / count
+            }
+        })
+    }
+
     /// Overall progress from the stages (or the job's own fraction), before
     /// the cap and the never-decrease floor.
     fn raw_progress(&self) -> f64 {
         if self.stages.is_empty() {
             return self.own_fraction;
         }
-        let total_weight: f64 = self.stages.iter().map(|stage| stage.weight).sum();
-        if total_weight > 0.0 {
-            self.stages
-                .iter()
-                .map(|stage| stage.weight * stage.fraction())
-                .sum::<f64>()
-                / total_weight
-        } else {
-            // All weights zero: every stage counts the same.
-            self.stages.iter().map(Stage::fraction).sum::<f64>() / self.stages.len() as f64
+        self.stages
+            .iter()
+            .zip(self.stage_shares())
+            .map(|(stage, share)| share * stage.fraction())
+            .sum()
+    }
+
+    /// Seconds left for the whole job. The running stage's remainder comes
+    /// from its own counter and rate, since stages rarely move at the pace
+    /// their weights suggest; the stages after it, from the job's overall
+    /// pace. Without a counted running stage, the overall pace alone.
+    fn estimate_eta(&self) -> Option<f64> {
+        let job_pace = self.job_pace.per_second.filter(|pace| *pace > 0.0);
+        let counted = self.current_stage.and_then(|index| {
+            let stage = &self.stages[index];
+            let total = stage.total.filter(|total| *total > 0)?;
+            let rate = self.stage_pace.per_second.filter(|rate| *rate > 0.0)?;
+            Some((index, total, rate))
+        });
+        let Some((index, total, rate)) = counted else {
+            return job_pace.map(|pace| (1.0 - self.progress) / pace);
+        };
+        let stage = &self.stages[index];
+        let stage_left = total.saturating_sub(stage.current) as f64 / rate;
+        let later_share: f64 = self.stage_shares().skip(index + 1).sum();
+        if later_share == 0.0 {
+            return Some(stage_left);
         }
+        // Without an overall pace yet, assume the rest goes as this stage does.
+        let share = self.stage_shares().nth(index).unwrap_or(0.0);
+        let later_pace = job_pace.or_else(|| Some(share * rate / total as f64).filter(|pace| *pace > 0.0))?;
+        Some(stage_left + later_share / later_pace)
     }
 
     /// Readies the next published state: the next `seq`, the update time,
@@ -506,10 +541,7 @@ impl JobModel {
         }
         self.job_pace.observe(now, self.progress);
         self.rate = self.stage_pace.per_second.map(round_to_thousandths);
-        self.eta_seconds = match self.job_pace.per_second {
-            Some(pace) if pace > 0.0 => Some(round_to_thousandths((1.0 - self.progress) / pace)),
-            _ => None,
-        };
+        self.eta_seconds = self.estimate_eta().map(round_to_thousandths);
     }
 
     /// The public job resource, ready to serialise.
@@ -776,6 +808,31 @@ mod tests {
         }
         let rate = serde_json::to_value(model.view()).unwrap()["rate"].as_f64().unwrap();
         assert!(rate < 10.0 && rate > 5.0, "rate {rate}");
+    }
+
+    #[test]
+    fn the_eta_follows_the_running_stage_even_when_weights_misjudge_it() {
+        // "quick" is half the job by weight but fast; "slow" is slow.
+        let mut model = running_with(&[("quick", 1.0), ("slow", 1.0)]);
+        let start = Instant::now();
+        model.start_stage("quick", Some(10), None).unwrap();
+        publish(&mut model, start);
+        for step in 1..=10u64 {
+            model.set_current(step);
+            publish(&mut model, start + Duration::from_millis(step * 100));
+        }
+        model.start_stage("slow", Some(100), None).unwrap();
+        let slow_start = start + Duration::from_millis(1000);
+        publish(&mut model, slow_start);
+        for step in 1..=10u64 {
+            model.set_current(step);
+            publish(&mut model, slow_start + Duration::from_millis(step * 500));
+        }
+        // 90 steps left at 2 per second.
+        let eta = serde_json::to_value(model.view()).unwrap()["eta_seconds"]
+            .as_f64()
+            .unwrap();
+        assert!((eta - 45.0).abs() < 1.0, "eta {eta}");
     }
 
     #[test]
