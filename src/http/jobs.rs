@@ -112,23 +112,31 @@ pub async fn get(
         .subscribe(id)
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
     let after_seq = after_seq.unwrap_or(feed.snapshot.seq);
-    let Some(mut receiver) = feed
-        .receiver
-        .filter(|_| wait_seconds > 0 && feed.snapshot.seq <= after_seq)
-    else {
+    if wait_seconds == 0 || feed.snapshot.seq > after_seq {
         return Ok(job_json(&feed.snapshot));
-    };
+    }
     let deadline = tokio::time::sleep(Duration::from_secs(wait_seconds));
     tokio::pin!(deadline);
+    // An ended job has no receiver: nothing will change, and the poll
+    // answers after the wait, as the contract says.
+    let mut receiver = feed.receiver;
     loop {
+        let next = async {
+            match &mut receiver {
+                Some(receiver) => receiver.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut deadline => break,
             _ = app.closing.cancelled() => break,
-            received = receiver.recv() => match received {
+            received = next => match received {
                 Ok(job) if job.seq > after_seq => return Ok(job_json(&job)),
                 Ok(_) => {}
-                // Lagged or closed: the latest state answers.
-                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
+                // Lagged: the latest state answers. Closed: the job ended and
+                // everything sent was read; wait out the poll.
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => receiver = None,
             },
         }
     }

@@ -3,6 +3,7 @@
 //! axum's own 405s).
 
 pub mod body;
+pub mod dashboard;
 pub mod jobs;
 pub mod ops;
 pub mod query;
@@ -60,6 +61,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.yaml", get(ops::openapi))
+        .route("/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::app_js))
+        .route("/ui/style.css", get(dashboard::style_css))
         .fallback(ops::not_found)
         .layer(middleware::map_response(ops::problem_for_bare_errors))
         .layer(CatchPanicLayer::custom(|_| -> Response {

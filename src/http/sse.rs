@@ -365,7 +365,7 @@ pub async fn all_events(
         receiver: feed.receiver,
         position: feed.position,
     };
-    state.queue_initial(&feed.initial, feed.resumed, 0);
+    state.queue_initial(&feed.initial, feed.resumed);
     let frames = stream::unfold(state, |mut state| async move {
         let frame = state.next_frame().await?;
         Some((Ok::<_, Infallible>(frame), state))
@@ -383,12 +383,25 @@ struct AllStream {
 }
 
 impl AllStream {
-    /// Queues the states a (re)subscription starts with, skipping any the
-    /// connection has already accounted for, so ids keep increasing.
-    fn queue_initial(&mut self, initial: &[Arc<Published>], after_gap: bool, accounted_up_to: u64) {
+    /// Queues the states a subscription starts with: `snapshot` events (or
+    /// terminal events, on resume).
+    fn queue_initial(&mut self, initial: &[Arc<Published>], resumed: bool) {
         for job in initial {
-            if job.event_id > accounted_up_to && self.filter.admits(job, after_gap) {
+            if self.filter.admits(job, resumed) {
                 self.pending.push_back(job.global_snapshot_frame());
+                self.common.sent();
+            }
+        }
+    }
+
+    /// Queues, after a lag, the newest state of every job that changed since
+    /// the connection's position, as the `progress` or terminal events they
+    /// are; states the connection already accounted for are skipped, so ids
+    /// keep increasing.
+    fn queue_resync(&mut self, changed: &[Arc<Published>], accounted_up_to: u64) {
+        for job in changed {
+            if job.event_id > accounted_up_to && self.filter.admits(job, true) {
+                self.pending.push_back(job.global_frame.clone());
                 self.common.sent();
             }
         }
@@ -420,7 +433,7 @@ impl AllStream {
                         let feed = self.common.app.registry.store().subscribe_all(Some(accounted_up_to));
                         self.receiver = feed.receiver;
                         self.position = feed.position;
-                        self.queue_initial(&feed.initial, true, accounted_up_to);
+                        self.queue_resync(&feed.initial, accounted_up_to);
                     }
                     Err(RecvError::Closed) => return None,
                 },

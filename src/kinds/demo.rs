@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use crate::jobs::context::JobContext;
@@ -19,13 +20,29 @@ const MAX_STEP_MS: u64 = 60_000;
 const MAX_DELAY_MS: u64 = 3_600_000;
 const MAX_REPEAT: u64 = 1_000;
 
+/// Reads a count that JSON may spell `2` or `2.0`: JSON Schema calls both
+/// integers, so a client validating against the params schema sends either.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_u64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        Some(value) if value.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&value) => Ok(value as u64),
+        _ => Err(D::Error::invalid_value(
+            serde::de::Unexpected::Other(&number.to_string()),
+            &"a whole number >= 0",
+        )),
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoStage {
     pub name: String,
     #[serde(default = "default_weight")]
     pub weight: f64,
-    #[serde(default = "default_steps")]
+    #[serde(default = "default_steps", deserialize_with = "whole_number")]
     pub steps: u64,
 }
 
@@ -69,13 +86,13 @@ pub struct DemoParams {
 struct UncheckedParams {
     #[serde(default = "default_stages")]
     stages: Vec<DemoStage>,
-    #[serde(default = "default_step_ms")]
+    #[serde(default = "default_step_ms", deserialize_with = "whole_number")]
     step_ms: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     delay_ms: u64,
     #[serde(default)]
     fail_at: Option<String>,
-    #[serde(default = "default_repeat")]
+    #[serde(default = "default_repeat", deserialize_with = "whole_number")]
     repeat: u64,
     #[serde(default)]
     ignore_cancel: bool,
@@ -243,5 +260,37 @@ async fn pause(ctx: &JobContext, ms: u64, ignore_cancel: bool) -> Result<(), Job
     tokio::select! {
         _ = ctx.cancelled() => Err(JobError::cancelled()),
         _ = wait => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DemoParams;
+    use serde_json::json;
+
+    #[test]
+    fn counts_may_be_written_as_whole_floats() {
+        let params: DemoParams = serde_json::from_value(json!({
+            "stages": [{ "name": "a", "steps": 2.0 }], "step_ms": 10.0, "delay_ms": 1.0, "repeat": 2.0
+        }))
+        .unwrap();
+        assert_eq!(
+            (params.stages[0].steps, params.step_ms, params.delay_ms, params.repeat),
+            (2, 10, 1, 2)
+        );
+        for bad in [
+            json!({ "repeat": 1.5 }),
+            json!({ "step_ms": -1 }),
+            json!({ "step_ms": "5" }),
+        ] {
+            assert!(serde_json::from_value::<DemoParams>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_run_a_few_seconds() {
+        let params: DemoParams = serde_json::from_value(json!({})).unwrap();
+        let steps: u64 = params.stages.iter().map(|stage| stage.steps).sum();
+        assert_eq!((steps, params.step_ms, params.repeat), (50, 100, 1));
     }
 }

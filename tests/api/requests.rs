@@ -32,6 +32,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/readyz", &["GET"]),
     ("/metrics", &["GET"]),
     ("/openapi.yaml", &["GET"]),
+    ("/", &["GET"]),
+    ("/ui/app.js", &["GET"]),
+    ("/ui/style.css", &["GET"]),
 ];
 
 /// Every field of the job resource in CONTRACT.md.
@@ -614,7 +617,7 @@ async fn unknown_and_malformed_job_ids_and_unknown_routes_are_404_problems() {
     let app = TestApp::spawn().await;
     let job = id_of(&app.create_demo(demo(0, 0)).await);
     check_cases(&app, &job, 404).await;
-    for path in ["/v2/x", "/", "/v1", "/v1/jobs/x/y/z"] {
+    for path in ["/v2/x", "/ui/nope", "/v1", "/v1/jobs/x/y/z"] {
         let response = send(app.client.get(app.url(path))).await;
         let problem = assert_problem(response, 404, path).await;
         assert!(

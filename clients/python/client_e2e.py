@@ -1,0 +1,287 @@
+"""End-to-end test of jobcast through a client generated from openapi.yaml.
+
+    python client_e2e.py BASE_URL
+
+Uses the `jobcast_client` package that `openapi-python-client` generated
+(typed models and operation functions) for everything but the event stream,
+which it follows with `httpx-sse` over the generated client's httpx client,
+parsing each event's data with the generated `Job` model. Prints one
+`PASS name` / `FAIL name` line per test and `N passed, N failed` last; exits
+non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from http import HTTPStatus
+
+import httpx
+from httpx_sse import connect_sse
+from jobcast_client import Client
+from jobcast_client.api.jobs import cancel_job, create_job, get_job, list_jobs
+from jobcast_client.api.kinds import list_kinds
+from jobcast_client.models import (
+    ConflictProblem,
+    CreateJobRequest,
+    CreateJobRequestParamsType0,
+    DemoParams,
+    DemoStage,
+    Job,
+    JobList,
+    JobStatus,
+    KindList,
+    Problem,
+)
+from jobcast_client.types import UNSET
+
+TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+TESTS: list[Callable[[Client], None]] = []
+
+
+def test(func: Callable[[Client], None]) -> Callable[[Client], None]:
+    TESTS.append(func)
+    return func
+
+
+def demo_request(**params: object) -> CreateJobRequest:
+    """A typed create request: the params built as the generated `DemoParams` model."""
+    stages = params.pop("stages", None)
+    demo = DemoParams(
+        stages=[DemoStage(name=name, weight=weight, steps=steps) for name, weight, steps in stages]
+        if stages is not None
+        else UNSET,
+        **params,  # type: ignore[arg-type]
+    )
+    return CreateJobRequest(kind="demo", params=CreateJobRequestParamsType0.from_dict(demo.to_dict()))
+
+
+def create(client: Client, **params: object) -> Job:
+    response = create_job.sync_detailed(client=client, body=demo_request(**params))
+    assert response.status_code == HTTPStatus.ACCEPTED, (response.status_code, response.content)
+    job = response.parsed
+    assert isinstance(job, Job), job
+    assert response.headers["location"] == f"/v1/jobs/{job.id}", response.headers.get("location")
+    return job
+
+
+def fetch(client: Client, job: Job, **kwargs: object) -> Job:
+    got = get_job.sync(job.id, client=client, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(got, Job), got
+    return got
+
+
+def wait_for(client: Client, job: Job, done: Callable[[Job], bool], seconds: float = 10) -> Job:
+    """Follow a job by long poll until `done` holds."""
+    deadline = time.monotonic() + seconds
+    while not done(job):
+        assert time.monotonic() < deadline, f"job {job.id} still {job.status} after {seconds} s"
+        job = fetch(client, job, wait_seconds=2, after_seq=job.seq)
+    return job
+
+
+@test
+def kinds_include_demo(client: Client) -> None:
+    kinds = list_kinds.sync(client=client)
+    assert isinstance(kinds, KindList), kinds
+    demo = next(kind for kind in kinds.kinds if kind.name == "demo")
+    # The server's example params are valid demo params for the typed model.
+    DemoParams.from_dict(demo.example.to_dict())
+
+
+@test
+def create_list_get(client: Client) -> None:
+    job = create(client, stages=[("parsing", 0.2, 2), ("analyzing", 0.8, 3)], step_ms=10)
+    assert job.kind == "demo" and job.seq == 1, job
+    assert job.status in (JobStatus.QUEUED, JobStatus.RUNNING), job.status
+    assert job.params.to_dict()["step_ms"] == 10, job.params
+
+    listed = list_jobs.sync(client=client, kind=["demo"], limit=1000)
+    assert isinstance(listed, JobList), listed
+    assert job.id in [item.id for item in listed.jobs], "new job not listed"
+    created = [item.created_at for item in listed.jobs]
+    assert created == sorted(created, reverse=True), "list is not newest first"
+
+    # Paging: one job per page, following next_cursor, reaches the new job.
+    first = list_jobs.sync(client=client, limit=1)
+    assert isinstance(first, JobList) and len(first.jobs) == 1, first
+    if first.jobs[0].id != job.id:
+        assert isinstance(first.next_cursor, str), first.next_cursor
+    seen = [first.jobs[0].id]
+    page = first
+    while page.next_cursor and job.id not in seen and len(seen) < 20:
+        page = list_jobs.sync(client=client, limit=1, cursor=page.next_cursor)
+        assert isinstance(page, JobList), page
+        seen += [item.id for item in page.jobs]
+    assert job.id in seen, "paging never reached the new job"
+
+    got = fetch(client, job)
+    assert got.id == job.id and got.seq >= job.seq, got
+    done = wait_for(client, got, lambda j: j.status in TERMINAL)
+    assert done.status == JobStatus.COMPLETED and done.progress == 1.0, done
+    assert done.finished_at is not None and done.error is None, done
+
+    finished = list_jobs.sync(client=client, status=[JobStatus.COMPLETED], kind=["demo"], limit=1000)
+    assert isinstance(finished, JobList), finished
+    assert all(item.status == JobStatus.COMPLETED for item in finished.jobs), "status filter ignored"
+    assert job.id in [item.id for item in finished.jobs], "completed job not in status=completed"
+
+
+@test
+def cancel_running_job(client: Client) -> None:
+    job = create(client, stages=[("slow", 1.0, 1000)], step_ms=20)
+    running = wait_for(client, job, lambda j: j.status == JobStatus.RUNNING)
+    response = cancel_job.sync_detailed(running.id, client=client)
+    assert response.status_code == HTTPStatus.OK, (response.status_code, response.content)
+    cancelled = response.parsed
+    assert isinstance(cancelled, Job), cancelled
+    assert cancelled.status == JobStatus.CANCELLED, cancelled.status
+    assert cancelled.error is not None and cancelled.error.code == "cancelled", cancelled.error
+    assert cancelled.error.retryable is False and cancelled.error.stage == "slow", cancelled.error
+    assert cancelled.finished_at is not None and cancelled.progress < 1.0, cancelled
+    # Idempotent.
+    again = cancel_job.sync_detailed(running.id, client=client)
+    assert again.status_code == HTTPStatus.OK and isinstance(again.parsed, Job), again.status_code
+    assert again.parsed.seq == cancelled.seq, (again.parsed.seq, cancelled.seq)
+
+
+@test
+def cancel_during_delay(client: Client) -> None:
+    # `delay_ms` is a wait while already running; the job reacts to cancel within it.
+    job = create(client, delay_ms=60_000)
+    running = wait_for(client, job, lambda j: j.status == JobStatus.RUNNING)
+    start = time.monotonic()
+    cancelled = cancel_job.sync(job.id, client=client)
+    assert time.monotonic() - start < 1, "cancel during the delay took the grace period"
+    assert isinstance(cancelled, Job) and cancelled.status == JobStatus.CANCELLED, cancelled
+    assert cancelled.error is not None and cancelled.error.code == "cancelled", cancelled.error
+    assert cancelled.started_at == running.started_at is not None, cancelled.started_at
+
+
+@test
+def cancel_completed_job_is_conflict(client: Client) -> None:
+    job = create(client, stages=[("only", 1.0, 1)], step_ms=0)
+    done = wait_for(client, job, lambda j: j.status in TERMINAL)
+    assert done.status == JobStatus.COMPLETED, done.status
+    response = cancel_job.sync_detailed(job.id, client=client)
+    assert response.status_code == HTTPStatus.CONFLICT, (response.status_code, response.content)
+    problem = response.parsed
+    assert isinstance(problem, ConflictProblem), type(problem)
+    assert problem.status == 409 and problem.type_ == "urn:jobcast:problem:conflict", problem
+    assert problem.job.id == job.id and problem.job.status == JobStatus.COMPLETED, problem.job
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+
+
+@test
+def bad_request_is_typed_problem(client: Client) -> None:
+    body = CreateJobRequest(kind="demo", params=CreateJobRequestParamsType0.from_dict({"no_such_param": 1}))
+    response = create_job.sync_detailed(client=client, body=body)
+    assert response.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, (response.status_code, response.content)
+    problem = response.parsed
+    assert isinstance(problem, Problem), type(problem)
+    assert problem.type_ == "urn:jobcast:problem:unprocessable-entity", problem.type_
+    assert problem.status == 422 and problem.title and "no_such_param" in problem.detail, problem
+
+    unknown_kind = create_job.sync_detailed(client=client, body=CreateJobRequest(kind="no-such-kind"))
+    assert unknown_kind.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, unknown_kind.status_code
+    assert isinstance(unknown_kind.parsed, Problem), unknown_kind.parsed
+
+    bad_limit = list_jobs.sync_detailed(client=client, limit=0)
+    assert bad_limit.status_code == HTTPStatus.BAD_REQUEST, bad_limit.status_code
+    assert isinstance(bad_limit.parsed, Problem) and bad_limit.parsed.type_.endswith(":bad-request"), bad_limit
+
+    missing = get_job.sync_detailed("01a00000-0000-7000-8000-000000000000", client=client)  # type: ignore[arg-type]
+    assert missing.status_code == HTTPStatus.NOT_FOUND, missing.status_code
+    assert isinstance(missing.parsed, Problem) and missing.parsed.type_.endswith(":not-found"), missing.parsed
+
+
+@test
+def stream_to_terminal_with_httpx_sse(client: Client) -> None:
+    job = create(client, stages=[("a", 1.0, 5), ("b", 3.0, 5)], step_ms=30, delay_ms=100)
+    http = client.get_httpx_client()
+    events: list[tuple[str, str, Job]] = []
+    retry = None
+    with connect_sse(http, "GET", f"/v1/jobs/{job.id}/events", timeout=httpx.Timeout(10.0)) as source:
+        assert source.response.status_code == 200, source.response.status_code
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        assert source.response.headers["cache-control"] == "no-cache"
+        for sse in source.iter_sse():
+            retry = sse.retry if sse.retry is not None else retry
+            if sse.data == "":
+                # httpx-sse also yields the opening `retry:` block, which carries no data;
+                # a WHATWG EventSource dispatches no event for it.
+                continue
+            events.append((sse.event, sse.id, Job.from_dict(json.loads(sse.data))))
+    names = [name for name, _, _ in events]
+    seqs = [state.seq for _, _, state in events]
+    assert retry is not None, "no retry hint"
+    assert names[0] == "snapshot", names
+    assert all(event_id == str(state.seq) for _, event_id, state in events), "id != seq"
+    assert all(b > a for a, b in zip(seqs, seqs[1:])), f"seqs not strictly increasing: {seqs}"
+    terminal = [name for name in names if name in ("completed", "failed", "cancelled")]
+    assert terminal == ["completed"] and names[-1] == "completed", names
+    assert all(name == "progress" for name in names[1:-1]), names
+    final = events[-1][2]
+    assert final.status == JobStatus.COMPLETED and final.progress == 1.0, final
+    progress = [state.progress for _, _, state in events]
+    assert progress == sorted(progress), f"progress went back: {progress}"
+    assert all(state.id == job.id for _, _, state in events), "foreign job on the stream"
+
+    # Resuming after the terminal event: 204, nothing more.
+    end = http.get(f"/v1/jobs/{job.id}/events", headers={"Last-Event-ID": str(seqs[-1])})
+    assert end.status_code == 204, end.status_code
+
+
+@test
+def follow_by_long_poll(client: Client) -> None:
+    job = create(client, stages=[("one", 1.0, 3), ("two", 1.0, 3)], step_ms=150, delay_ms=100)
+    states = [job]
+    while states[-1].status not in TERMINAL:
+        assert len(states) < 200, "too many polls"
+        start = time.monotonic()
+        response = get_job.sync_detailed(job.id, client=client, wait_seconds=10, after_seq=states[-1].seq)
+        elapsed = time.monotonic() - start
+        assert response.status_code == HTTPStatus.OK, response.status_code
+        state = response.parsed
+        assert isinstance(state, Job), state
+        # Each change of the job answers the poll at once, well before the 10 s wait.
+        assert state.seq > states[-1].seq, (state.seq, states[-1].seq, elapsed)
+        assert elapsed < 2, f"a long poll took {elapsed:.2f} s for a job that changes every 150 ms"
+        states.append(state)
+    statuses = [state.status for state in states]
+    assert statuses[-1] == JobStatus.COMPLETED, statuses
+    order = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.COMPLETED]
+    ranks = [order.index(status) for status in statuses]
+    assert ranks == sorted(ranks), f"status went back: {statuses}"
+    assert JobStatus.RUNNING in statuses, statuses
+    assert len({state.stage.name for state in states if state.stage}) == 2, "missed a stage"
+    # A terminal job never changes again: a poll for a later seq gets the same final state.
+    final = fetch(client, job, wait_seconds=1, after_seq=states[-1].seq)
+    assert final.seq == states[-1].seq and final.status == JobStatus.COMPLETED, final.seq
+
+
+def main() -> int:
+    base_url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080"
+    client = Client(base_url=base_url, timeout=httpx.Timeout(30.0), raise_on_unexpected_status=True)
+    passed = failed = 0
+    with client:
+        for func in TESTS:
+            start = time.monotonic()
+            try:
+                func(client)
+            except Exception:  # noqa: BLE001 - report every failure and go on
+                failed += 1
+                print(f"FAIL {func.__name__} ({time.monotonic() - start:.2f} s)")
+                traceback.print_exc(limit=3)
+            else:
+                passed += 1
+                print(f"PASS {func.__name__} ({time.monotonic() - start:.2f} s)")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
