@@ -25,15 +25,7 @@ async fn hammer(ctx: JobContext, _params: serde_json::Map<String, Value>) -> Res
 #[tokio::test]
 async fn a_million_increments_publish_about_one_state_per_publish_interval() {
     let app = TestApp::spawn_with_kinds(test_config(), vec![Kind::new("hammer", hammer)]).await;
-    let response = app
-        .client
-        .post(app.url("/v1/jobs"))
-        .json(&json!({ "kind": "hammer" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let job: Value = response.json().await.unwrap();
+    let job = app.create("hammer", Value::Null).await;
     let events = app.subscribe(job["id"].as_str().unwrap()).await.all().await;
     let last = events.last().unwrap();
     assert_eq!(last.event, "completed");
@@ -78,14 +70,7 @@ async fn stops_when_asked(ctx: JobContext, _params: serde_json::Map<String, Valu
 #[tokio::test]
 async fn job_code_observes_cancellation_and_propagates_it_with_the_question_mark() {
     let app = TestApp::spawn_with_kinds(test_config(), vec![Kind::new("patient", stops_when_asked)]).await;
-    let response = app
-        .client
-        .post(app.url("/v1/jobs"))
-        .json(&json!({ "kind": "patient", "params": null }))
-        .send()
-        .await
-        .unwrap();
-    let job: Value = response.json().await.unwrap();
+    let job = app.create("patient", Value::Null).await;
     let id = job["id"].as_str().unwrap();
     let mut stream = app.subscribe(id).await;
     // Cancel only once the job is waiting for it.
@@ -107,15 +92,8 @@ async fn job_code_observes_cancellation_and_propagates_it_with_the_question_mark
 #[tokio::test]
 async fn a_kind_refuses_params_its_type_rejects() {
     let app = TestApp::spawn_with_kinds(test_config(), vec![Kind::new("patient", stops_when_asked)]).await;
-    let response = app
-        .client
-        .post(app.url("/v1/jobs"))
-        .json(&json!({ "kind": "patient", "params": { "x": 1 } }))
-        .send()
-        .await
-        .unwrap();
     // A map of anything accepts any object: the kind decides.
-    assert_eq!(response.status(), 202);
+    app.create("patient", json!({ "x": 1 })).await;
     let response = app
         .client
         .post(app.url("/v1/jobs"))
@@ -124,20 +102,6 @@ async fn a_kind_refuses_params_its_type_rejects() {
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
-}
-
-impl TestApp {
-    /// Long-polls the job until it is terminal.
-    pub async fn get_job_when_terminal(&self, id: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        let mut job = self.get_job(id).await;
-        while !matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
-            assert!(Instant::now() < deadline, "job {id} did not end in time");
-            let url = self.url(&format!("/v1/jobs/{id}?wait_seconds=5&after_seq={}", job["seq"]));
-            job = self.client.get(url).send().await.unwrap().json().await.unwrap();
-        }
-        job
-    }
 }
 
 #[tokio::test]

@@ -61,17 +61,50 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    /// Starts a demo job with `params` and returns the job as created.
-    pub async fn create_demo(&self, params: Value) -> Value {
+    /// Starts a job of `kind` with `params` and returns the job as created.
+    pub async fn create(&self, kind: &str, params: Value) -> Value {
         let response = self
             .client
             .post(self.url("/v1/jobs"))
-            .json(&json!({ "kind": "demo", "params": params }))
+            .json(&json!({ "kind": kind, "params": params }))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 202, "creating a demo job");
+        assert_eq!(response.status(), 202, "creating a {kind} job");
         response.json().await.unwrap()
+    }
+
+    /// Starts a demo job with `params` and returns the job as created.
+    pub async fn create_demo(&self, params: Value) -> Value {
+        self.create("demo", params).await
+    }
+
+    /// Polls the job until it has `status`; fails the test after WAIT.
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let job = self.get_job(id).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} never became {status}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Long-polls the job until it is terminal.
+    pub async fn get_job_when_terminal(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut job = self.get_job(id).await;
+        while !matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+            assert!(tokio::time::Instant::now() < deadline, "job {id} did not end in time");
+            let url = self.url(&format!("/v1/jobs/{id}?wait_seconds=5&after_seq={}", job["seq"]));
+            job = self.client.get(url).send().await.unwrap().json().await.unwrap();
+        }
+        job
     }
 
     pub async fn get_job(&self, id: &str) -> Value {
@@ -216,6 +249,11 @@ impl Sse {
         }
         events
     }
+}
+
+/// A job's id.
+pub fn id_of(job: &Value) -> String {
+    job["id"].as_str().expect("a job has an id").to_owned()
 }
 
 /// Checks the stream invariants every subscriber is owed: ids match seqs,

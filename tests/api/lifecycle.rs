@@ -24,7 +24,7 @@ async fn a_queued_job_is_cancelled_at_once_and_never_starts() {
     .await;
     let long = app.create_demo(long_wait()).await;
     let long_id = id_of(&long);
-    wait_for_status(&app, &long_id, "running").await;
+    app.wait_for_status(&long_id, "running").await;
     let queued = app.create_demo(demo(2, 1)).await;
     let queued_id = id_of(&queued);
     assert_eq!(app.get_job(&queued_id).await["status"], "queued");
@@ -65,7 +65,7 @@ async fn a_running_job_goes_through_cancelling_and_the_cancel_answers_once_its_t
         })
     };
     let app = TestApp::spawn_with_kinds(test_config(), vec![kind]).await;
-    let job = create(&app, "slow_to_stop", json!({})).await;
+    let job = app.create("slow_to_stop", json!({})).await;
     let id = id_of(&job);
     let mut stream = app.subscribe(&id).await;
     let mut events = Vec::new();
@@ -130,7 +130,7 @@ async fn a_job_that_ignores_cancel_is_aborted_after_the_grace_period() {
         events.extend(stream.all().await);
         events
     });
-    wait_for_status(&app, &id, "running").await;
+    app.wait_for_status(&id, "running").await;
 
     let asked = Instant::now();
     let (status, job) = app.cancel(&id).await;
@@ -173,7 +173,7 @@ async fn cancel_is_idempotent_and_concurrent_cancels_agree() {
     // Again on a cancelled job: the same job.
     let job = app.create_demo(long_wait()).await;
     let id = id_of(&job);
-    wait_for_status(&app, &id, "running").await;
+    app.wait_for_status(&id, "running").await;
     let (status, first) = app.cancel(&id).await;
     assert_eq!(status, 200);
     assert_eq!(first["status"], "cancelled");
@@ -185,7 +185,7 @@ async fn cancel_is_idempotent_and_concurrent_cancels_agree() {
     for params in [long_wait(), json!({ "delay_ms": 60_000, "ignore_cancel": true })] {
         let job = app.create_demo(params).await;
         let id = id_of(&job);
-        wait_for_status(&app, &id, "running").await;
+        app.wait_for_status(&id, "running").await;
         let ((status_a, a), (status_b, b)) = tokio::join!(app.cancel(&id), app.cancel(&id));
         assert_eq!((status_a, status_b), (200, 200), "{a}\n{b}");
         assert_eq!(a["status"], "cancelled");
@@ -261,7 +261,7 @@ async fn a_job_that_ends_otherwise_while_cancelling_keeps_its_outcome_and_the_ca
     .await;
 
     for (kind, outcome) in [("completes_anyway", "completed"), ("fails_anyway", "failed")] {
-        let job = create(&app, kind, json!({})).await;
+        let job = app.create(kind, json!({})).await;
         let id = id_of(&job);
         let mut stream = app.subscribe(&id).await;
         let mut events = vec![stream.next().await.unwrap()];
@@ -318,7 +318,7 @@ async fn a_panicking_job_fails_with_code_panic_and_other_jobs_carry_on() {
         stream.all().await
     });
 
-    let job = create(&app, "panics", json!({})).await;
+    let job = app.create("panics", json!({})).await;
     let id = id_of(&job);
     let events = app.subscribe(&id).await.all().await;
 
@@ -338,7 +338,7 @@ async fn a_panicking_job_fails_with_code_panic_and_other_jobs_carry_on() {
         let events = app.subscribe(&id_of(&next)).await.all().await;
         assert_eq!(events.last().unwrap().event, "completed");
     }
-    let second = create(&app, "panics", json!({})).await;
+    let second = app.create("panics", json!({})).await;
     let events = app.subscribe(&id_of(&second)).await.all().await;
     assert_eq!(events.last().unwrap().data["error"]["code"], "panic");
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
@@ -357,7 +357,7 @@ async fn jobs_beyond_max_running_wait_queued_and_start_first_in_first_out() {
     for _ in 0..2 {
         let job = app.create_demo(long_wait()).await;
         running.push(id_of(&job));
-        wait_for_status(&app, running.last().unwrap(), "running").await;
+        app.wait_for_status(running.last().unwrap(), "running").await;
     }
     let mut queued = Vec::new();
     for _ in 0..4 {
@@ -377,7 +377,7 @@ async fn jobs_beyond_max_running_wait_queued_and_start_first_in_first_out() {
     for (freed, next) in queued.iter().enumerate() {
         let oldest_running = running.remove(0);
         assert_eq!(app.cancel(&oldest_running).await.0, 200);
-        wait_for_status(&app, next, "running").await;
+        app.wait_for_status(next, "running").await;
         running.push(next.clone());
         for later in &queued[freed + 1..] {
             assert_eq!(
@@ -401,7 +401,7 @@ async fn a_full_queue_refuses_new_jobs_with_503_and_retry_after() {
     })
     .await;
     let running = app.create_demo(long_wait()).await;
-    wait_for_status(&app, &id_of(&running), "running").await;
+    app.wait_for_status(&id_of(&running), "running").await;
     let queued = app.create_demo(long_wait()).await;
     assert_eq!(queued["status"], "queued");
 
@@ -436,7 +436,7 @@ async fn a_full_queue_refuses_new_jobs_with_503_and_retry_after() {
     );
     // Once the running job ends, the queued one runs and its place is free.
     assert_eq!(app.cancel(&id_of(&running)).await.0, 200);
-    wait_for_status(&app, &id_of(&queued), "running").await;
+    app.wait_for_status(&id_of(&queued), "running").await;
     assert_eq!(create_response(&app).await.status(), 202);
 }
 
@@ -449,7 +449,7 @@ async fn cancelling_a_queued_job_gives_its_queue_place_back_at_once() {
     })
     .await;
     let running = app.create_demo(long_wait()).await;
-    wait_for_status(&app, &id_of(&running), "running").await;
+    app.wait_for_status(&id_of(&running), "running").await;
     let mut queued = app.create_demo(long_wait()).await;
 
     for round in 0..500 {
@@ -610,7 +610,7 @@ async fn a_cancel_is_measured_in_the_cancel_latency_histogram() {
     assert_eq!(app.metric("jobcast_cancel_latency_seconds_count").await, 0.0);
     let job = app.create_demo(demo(1000, 5)).await;
     let id = id_of(&job);
-    wait_for_status(&app, &id, "running").await;
+    app.wait_for_status(&id, "running").await;
 
     let (status, job) = app.cancel(&id).await;
 
@@ -625,10 +625,6 @@ fn long_wait() -> Value {
     json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": 1 }], "delay_ms": 60_000 })
 }
 
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().expect("a job has an id").to_owned()
-}
-
 fn stage_statuses(job: &Value) -> Vec<&str> {
     job["stages"]
         .as_array()
@@ -636,19 +632,6 @@ fn stage_statuses(job: &Value) -> Vec<&str> {
         .iter()
         .map(|stage| stage["status"].as_str().unwrap())
         .collect()
-}
-
-/// Creates a job of any kind and returns it as created.
-async fn create(app: &TestApp, kind: &str, params: Value) -> Value {
-    let response = app
-        .client
-        .post(app.url("/v1/jobs"))
-        .json(&json!({ "kind": kind, "params": params }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202, "creating a {kind} job");
-    response.json().await.unwrap()
 }
 
 /// POST /v1/jobs for a long demo job; the response as is.
@@ -690,19 +673,6 @@ async fn problem_of(response: reqwest::Response) -> (u16, Value) {
         response.headers()
     );
     (status, response.json().await.unwrap())
-}
-
-/// Polls the job until it has `status`; fails the test after WAIT.
-async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let job = app.get_job(id).await;
-        if job["status"] == status {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} never became {status}: {job}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Reads the stream up to the first event whose job has `status`.

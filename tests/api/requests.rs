@@ -1088,10 +1088,6 @@ fn create_body_of_len(len: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().expect("a job id").to_owned()
-}
-
 /// One page of GET /v1/jobs?query: the ids and next_cursor.
 async fn list_page(app: &TestApp, query: &str) -> (Vec<String>, Value) {
     let response = send(app.client.get(app.url(&format!("/v1/jobs?{query}")))).await;

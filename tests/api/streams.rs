@@ -70,7 +70,7 @@ async fn a_subscriber_joining_after_the_end_gets_only_the_terminal_event() {
     ];
 
     for (id, terminal) in jobs {
-        wait_for_status(&app, &id, terminal).await;
+        app.wait_for_status(&id, terminal).await;
         let job = app.get_job(&id).await;
         let mut stream = RawStream::open(&app, &format!("/v1/jobs/{id}/events"), HeaderMap::new()).await;
 
@@ -387,7 +387,7 @@ async fn resuming_with_the_terminal_seq_answers_204() {
     let app = TestApp::spawn().await;
     let job = app.create_demo(demo(3, 0)).await;
     let id = id_of(&job);
-    wait_for_status(&app, &id, "completed").await;
+    app.wait_for_status(&id, "completed").await;
     let end = app.get_job(&id).await;
     let last = end["seq"].as_u64().unwrap();
     let path = format!("/v1/jobs/{id}/events");
@@ -422,7 +422,7 @@ async fn a_malformed_or_future_last_event_id_counts_as_absent() {
     let live = live_job(&app).await;
     let live_seq = app.get_job(&live).await["seq"].as_u64().unwrap();
     let ended = id_of(&app.create_demo(demo(2, 0)).await);
-    wait_for_status(&app, &ended, "completed").await;
+    app.wait_for_status(&ended, "completed").await;
     let ended_seq = app.get_job(&ended).await["seq"].as_u64().unwrap();
 
     for (id, seq, first_event) in [(live, live_seq, "snapshot"), (ended, ended_seq, "completed")] {
@@ -630,12 +630,10 @@ async fn a_thousand_subscribers_each_see_increasing_seqs_and_one_terminal_event(
     const SUBSCRIBERS: usize = 1000;
     let gate = Arc::new(Notify::new());
     let app = TestApp::spawn_with_kinds(test_config(), vec![gated(gate.clone())]).await;
-    let id = create(
-        &app,
-        "gated",
-        json!({ "big": 0, "big_bytes": 0, "steps": 50, "step_ms": 5 }),
-    )
-    .await;
+    let id = id_of(
+        &app.create("gated", json!({ "big": 0, "big_bytes": 0, "steps": 50, "step_ms": 5 }))
+            .await,
+    );
     let url = app.url(&format!("/v1/jobs/{id}/events"));
 
     let mut subscribers = Vec::new();
@@ -697,12 +695,13 @@ async fn a_slow_subscriber_neither_delays_fast_ones_nor_sees_a_seq_twice() {
     // Loopback sockets buffer megabytes, enough for every small state the
     // job will ever publish. Two 6 MB states fill them first, so that the
     // slow subscriber's stream stalls before the small steps begin.
-    let id = create(
-        &app,
-        "gated",
-        json!({ "big": BIG, "big_bytes": 6_000_000, "steps": 150, "step_ms": 2 }),
-    )
-    .await;
+    let id = id_of(
+        &app.create(
+            "gated",
+            json!({ "big": BIG, "big_bytes": 6_000_000, "steps": 150, "step_ms": 2 }),
+        )
+        .await,
+    );
     let path = format!("/v1/jobs/{id}/events");
     let resyncs_before = app.metric("jobcast_lag_resyncs_total").await;
     let mut slow = RawStream::open(&app, &path, HeaderMap::new()).await;
@@ -804,7 +803,7 @@ async fn a_slow_subscriber_neither_delays_fast_ones_nor_sees_a_seq_twice() {
 async fn the_all_jobs_stream_opens_with_a_snapshot_of_every_live_job_then_follows_changes() {
     let app = TestApp::spawn().await;
     let done = id_of(&app.create_demo(demo(2, 0)).await);
-    wait_for_status(&app, &done, "completed").await;
+    app.wait_for_status(&done, "completed").await;
     let live = [live_job(&app).await, live_job(&app).await];
 
     let mut stream = all_jobs(&app, "", HeaderMap::new()).await;
@@ -851,7 +850,7 @@ async fn a_resumed_all_jobs_stream_sends_the_newest_state_of_each_job_changed_si
     drop(first);
 
     let finished = id_of(&app.create_demo(demo(3, 0)).await);
-    wait_for_status(&app, &finished, "completed").await;
+    app.wait_for_status(&finished, "completed").await;
     let later = live_job(&app).await;
     assert_eq!(app.cancel(&doomed).await.0, 200);
     let expected = [
@@ -925,16 +924,16 @@ async fn a_resumed_all_jobs_stream_sends_the_newest_state_of_each_job_changed_si
 #[tokio::test]
 async fn the_all_jobs_stream_shows_only_the_kinds_asked_for() {
     let app = TestApp::spawn_with_kinds(test_config(), vec![sleeper()]).await;
-    let old_sleeper = create(&app, "sleeper", json!({})).await;
+    let old_sleeper = id_of(&app.create("sleeper", json!({})).await);
     let old_demo = live_job(&app).await;
     wait_for_stages(&app, &old_sleeper).await;
     let mut demos = all_jobs(&app, "?kind=demo", HeaderMap::new()).await;
     let mut sleepers = all_jobs(&app, "?kind=sleeper", HeaderMap::new()).await;
     let mut both = all_jobs(&app, "?kind=sleeper&kind=demo", HeaderMap::new()).await;
 
-    let new_sleeper = create(&app, "sleeper", json!({})).await;
+    let new_sleeper = id_of(&app.create("sleeper", json!({})).await);
     let new_demo = id_of(&app.create_demo(demo(3, 1)).await);
-    wait_for_status(&app, &new_demo, "completed").await;
+    app.wait_for_status(&new_demo, "completed").await;
     assert_eq!(app.cancel(&new_sleeper).await.0, 200);
 
     let demo_events = read_until(&mut demos, |event| event.data["id"] == new_demo && event.is_terminal()).await;
@@ -1008,7 +1007,7 @@ async fn the_all_jobs_stream_follows_only_the_ids_asked_for() {
 async fn a_status_filtered_stream_follows_a_shown_job_to_its_end() {
     let app = TestApp::spawn().await;
     let done = id_of(&app.create_demo(demo(1, 0)).await);
-    wait_for_status(&app, &done, "completed").await;
+    app.wait_for_status(&done, "completed").await;
     let idle = live_job(&app).await;
     let mut running = all_jobs(&app, "?status=running", HeaderMap::new()).await;
     let mut queued = all_jobs(&app, "?status=queued", HeaderMap::new()).await;
@@ -1021,7 +1020,7 @@ async fn a_status_filtered_stream_follows_a_shown_job_to_its_end() {
         }))
         .await,
     );
-    wait_for_status(&app, &new, "completed").await;
+    app.wait_for_status(&new, "completed").await;
     assert_eq!(app.cancel(&idle).await.0, 200);
 
     let events = read_until(&mut running, |event| event.data["id"] == idle && event.is_terminal()).await;
@@ -1075,10 +1074,6 @@ fn long_wait() -> Value {
     json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": 10 }], "step_ms": 1, "delay_ms": 60_000 })
 }
 
-fn id_of(job: &Value) -> String {
-    job["id"].as_str().expect("a job id").to_owned()
-}
-
 /// A running demo job whose state stays put (it waits a minute, its stages
 /// declared): its `seq` is stable.
 async fn live_job(app: &TestApp) -> String {
@@ -1094,26 +1089,6 @@ async fn wait_for_stages(app: &TestApp, id: &str) {
             .is_some_and(|stages| !stages.is_empty())
     })
     .await;
-}
-
-async fn wait_for_status(app: &TestApp, id: &str, status: &str) {
-    app.eventually(&format!("job {id} {status}"), || async {
-        app.get_job(id).await["status"] == status
-    })
-    .await;
-}
-
-/// Starts a job of any kind and returns its id.
-async fn create(app: &TestApp, kind: &str, params: Value) -> String {
-    let response = app
-        .client
-        .post(app.url("/v1/jobs"))
-        .json(&json!({ "kind": kind, "params": params }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202, "creating a {kind} job");
-    id_of(&response.json().await.unwrap())
 }
 
 fn last_event_id(n: u64) -> HeaderMap {
