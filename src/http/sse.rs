@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
@@ -36,6 +36,14 @@ use crate::jobs::{JobId, JobStatus};
 use crate::store::Published;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+/// A job stream that takes a state at least `LATE` after it was published,
+/// with at least `BEHIND` more queued behind it, is not keeping up: it skips
+/// to the newest, so its latency stays near `LATE` however many subscribers
+/// share the server. A reader that keeps up takes each state within a
+/// millisecond or so, even when a job publishes a few back to back, so it
+/// sees every `seq`.
+const BEHIND: usize = 2;
+const LATE: Duration = Duration::from_millis(20);
 /// The longest pacing interval a client may ask for.
 const MAX_MIN_INTERVAL_MS: u64 = 60_000;
 
@@ -266,7 +274,20 @@ impl JobStream {
             tokio::select! {
                 biased;
                 received = receiver.recv() => match received {
-                    Ok(job) => self.offer(job),
+                    Ok(mut job) => {
+                        if receiver.len() >= BEHIND && job.published_at.elapsed() >= LATE {
+                            // Not keeping up: skip to the newest state queued.
+                            self.common.app.registry.metrics().lag_resyncs.inc();
+                            loop {
+                                match receiver.try_recv() {
+                                    Ok(newer) => job = newer,
+                                    Err(TryRecvError::Lagged(_)) => {}
+                                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                                }
+                            }
+                        }
+                        self.offer(job)
+                    }
                     Err(RecvError::Lagged(_)) => {
                         self.common.app.registry.metrics().lag_resyncs.inc();
                         // The job may be gone (retention) between lag and resync.

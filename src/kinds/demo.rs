@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
@@ -211,7 +213,8 @@ async fn run(ctx: JobContext, params: DemoParams) -> JobResult {
             .iter()
             .map(|stage| StageSpec::new(stage.name.as_str(), stage.weight)),
     )?;
-    pause(&ctx, params.delay_ms, params.ignore_cancel).await?;
+    let mut schedule = Instant::now();
+    pause_until(&ctx, &mut schedule, params.delay_ms, params.ignore_cancel).await?;
     let mut total_steps = 0;
     for stage in &params.stages {
         ctx.start_stage(&stage.name, Some(stage.steps), Some("steps"))?;
@@ -220,7 +223,7 @@ async fn run(ctx: JobContext, params: DemoParams) -> JobResult {
             if fails_here && step > stage.steps / 2 {
                 break;
             }
-            pause(&ctx, params.step_ms, params.ignore_cancel).await?;
+            pause_until(&ctx, &mut schedule, params.step_ms, params.ignore_cancel).await?;
             let message = format!("{} step {step}/{}", stage.name, stage.steps);
             for _ in 0..params.repeat {
                 ctx.report(step, &message);
@@ -242,9 +245,11 @@ async fn run(ctx: JobContext, params: DemoParams) -> JobResult {
     Ok(json!({ "stages": params.stages.len(), "steps": total_steps }))
 }
 
-/// Waits `ms` milliseconds, or yields when `ms` is 0; stops early with the
-/// cancelled error unless the job ignores cancellation.
-async fn pause(ctx: &JobContext, ms: u64, ignore_cancel: bool) -> Result<(), JobError> {
+/// Moves `schedule` on by `ms` milliseconds and waits until then, or yields
+/// when `ms` is 0; stops early with the cancelled error unless the job
+/// ignores cancellation. Keeping to a schedule rather than sleeping `ms` each
+/// time stops timer rounding from adding up: 200 steps of 10 ms take 2 s.
+async fn pause_until(ctx: &JobContext, schedule: &mut Instant, ms: u64, ignore_cancel: bool) -> Result<(), JobError> {
     if !ignore_cancel {
         ctx.check_cancelled()?;
     }
@@ -252,7 +257,8 @@ async fn pause(ctx: &JobContext, ms: u64, ignore_cancel: bool) -> Result<(), Job
         tokio::task::yield_now().await;
         return Ok(());
     }
-    let wait = tokio::time::sleep(Duration::from_millis(ms));
+    *schedule += Duration::from_millis(ms);
+    let wait = tokio::time::sleep_until(*schedule);
     if ignore_cancel {
         wait.await;
         return Ok(());

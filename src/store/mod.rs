@@ -30,6 +30,8 @@ pub struct Published {
     pub seq: u64,
     /// The server-wide sequence number: the id of `/v1/events` events.
     pub event_id: u64,
+    /// When it was published: how far behind a subscriber is.
+    pub published_at: Instant,
     /// The job resource as JSON.
     pub json: Bytes,
     /// The SSE frame for the job's own stream (`id:` is `seq`).
@@ -49,6 +51,7 @@ impl Published {
             status,
             seq,
             event_id,
+            published_at: Instant::now(),
             json,
         }
     }

@@ -690,8 +690,14 @@ async fn next_with_status(stream: &mut Sse, status: &str) -> SseEvent {
 
 /// One cancel/complete race; returns the outcome everyone agreed on.
 async fn race_once(app: &TestApp, round: u64) -> &'static str {
-    let steps = 2 + round % 5;
-    let step_ms = 1 + round % 3;
+    // Mostly jobs as short as the cancel's delay, so either may win; every
+    // fourth a longer one, so that the cancel wins some rounds even on a
+    // loaded machine where requests are slow.
+    let (steps, step_ms) = if round % 4 == 0 {
+        (10, 10)
+    } else {
+        (2 + round % 5, 1 + round % 3)
+    };
     let job = app
         .create_demo(json!({
             "stages": [{ "name": "work", "weight": 1.0, "steps": steps }],

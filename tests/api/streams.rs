@@ -230,6 +230,8 @@ async fn every_job_stream_ends_after_exactly_one_terminal_event() {
     assert!(end.data["progress"].as_f64().unwrap() < 1.0);
 
     let cancelled = id_of(&app.create_demo(long_wait()).await);
+    // Running, so that the cancel goes through `cancelling`.
+    app.wait_for_status(&cancelled, "running").await;
     let mut stream = app.subscribe(&cancelled).await;
     let snapshot = stream.next().await.unwrap();
     assert_eq!(snapshot.event, "snapshot");
