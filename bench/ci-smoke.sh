@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Smoke test of the load generator against the real jobcast binary: builds
+# both in release, then runs a small fan-out (200 streams on one job) and a
+# small many-jobs run. Fails (non-zero) if a stream invariant breaks: a
+# missing terminal event, a duplicate or out-of-order seq, an event after
+# the terminal one, or a stream that fails. Latency targets are not judged
+# here: CI machines are shared and noisy.
+#
+# Usage: bench/ci-smoke.sh            (from anywhere in the repository)
+# Env:   CARGO_TARGET_DIR             (default: the workspace's target/)
+#        BENCH_PROFILE                release (default) or dev, to reuse a debug build
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+
+profile="${BENCH_PROFILE:-release}"
+case "$profile" in
+  release) out=release ;;
+  dev) out=debug ;;
+  *) echo "BENCH_PROFILE must be release or dev" >&2; exit 2 ;;
+esac
+
+echo "== building jobcast and jobcast-bench ($profile)"
+cargo build --profile "$profile" -p jobcast --bin jobcast
+cargo build --profile "$profile" -p jobcast-bench
+
+bin="$target_dir/$out"
+results="$(mktemp -d)"
+trap 'rm -rf "$results"' EXIT
+
+# Pinning needs two cores; on fewer, let the scheduler place both.
+pin=()
+if [ "$(nproc)" -lt 2 ]; then
+  pin=(--server-core -1 --client-core -1)
+fi
+
+echo "== fan-out: 200 streams on one job, 40 steps at 5 ms"
+timeout 90 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
+  --json-out "$results/runs.jsonl" \
+  fanout --subscribers 200 --steps 40 --step-ms 5 --delay-ms 1500 >/dev/null
+
+echo "== many jobs: 50 jobs, one stream each, 20 steps at 5 ms"
+timeout 60 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
+  --json-out "$results/runs.jsonl" \
+  many-jobs --jobs 50 --steps 20 --step-ms 5 >/dev/null
+
+echo "== runs"
+cat "$results/runs.jsonl"
+echo "smoke: 2 passed, 0 failed"

@@ -1,0 +1,29 @@
+//! jobcast-bench measures how well an SSE progress server feeds its
+//! watchers: jobcast itself and two baselines built from this crate's own
+//! sources, side by side, over real loopback sockets and the public HTTP API
+//! only.
+//!
+//! # Layout
+//!
+//! - [`client`]: a minimal HTTP/1.1 client and SSE reader written for the
+//!   load generator, so that one client core can keep up with one server
+//!   core (a general-purpose client spends more per event than the server
+//!   under test).
+//! - [`procfs`]: server CPU time and memory from `/proc`, and pinning.
+//! - [`server`]: starts and stops the server under test, pinned to a core.
+//! - [`scenarios`]: fan-out, many jobs, idle, churn; each run yields a
+//!   [`report::RunReport`].
+//! - [`report`]: the JSON line and readable table of each run, and medians.
+//! - [`suite`]: every target scenario against every target, repeated, with
+//!   medians, ratios and the latency plot drawn by [`plot`].
+//! - [`demo`]: the job resource and `demo` runner shared by the baselines
+//!   (`baseline-axum`, `baseline-broadcast`), which are not jobcast code.
+
+pub mod client;
+pub mod demo;
+pub mod plot;
+pub mod procfs;
+pub mod report;
+pub mod scenarios;
+pub mod server;
+pub mod suite;

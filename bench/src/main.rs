@@ -1,0 +1,287 @@
+//! `jobcast-bench`: the load generator. Starts the server under test itself
+//! (pinned to one core with `taskset`), pins itself to another, raises its
+//! open-file limit, runs one scenario or the whole suite, and prints one
+//! JSON line per run on stdout and a readable table on stderr. Exits 1 when
+//! a stream invariant broke (a missing terminal event, a duplicate or
+//! out-of-order `seq`), so CI can run a small scenario as a smoke test.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use jobcast_bench::plot::DEFAULT_FONT;
+use jobcast_bench::procfs;
+use jobcast_bench::report::{self, RunReport};
+use jobcast_bench::scenarios::{Churn, Common, Fanout, Idle, ManyJobs};
+use jobcast_bench::server::Target;
+use jobcast_bench::suite::{self, Environment, Plan, SuiteConfig};
+
+/// Load generator for jobcast and its baselines.
+#[derive(Parser)]
+#[command(name = "jobcast-bench", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// The server under test (single-scenario commands).
+    #[arg(long, value_enum, default_value = "jobcast", global = true)]
+    target: Target,
+    /// The server binary; default: the target's binary in --bin-dir.
+    #[arg(long, global = true)]
+    server_bin: Option<PathBuf>,
+    /// Where the servers' binaries are; default: this binary's directory.
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+    /// Core the server is pinned to (-1: not pinned).
+    #[arg(long, default_value_t = 0, global = true, allow_negative_numbers = true)]
+    server_core: i64,
+    /// Core the load generator pins itself to (-1: not pinned).
+    #[arg(long, default_value_t = 1, global = true, allow_negative_numbers = true)]
+    client_core: i64,
+    /// Loopback source addresses to spread connections over (127.0.0.1, .2, ...).
+    #[arg(long, default_value_t = 4, global = true)]
+    source_ips: usize,
+    /// Connections set up at once.
+    #[arg(long, default_value_t = 256, global = true)]
+    connect_concurrency: usize,
+    /// Append every run's JSON line to this file too.
+    #[arg(long, global = true)]
+    json_out: Option<PathBuf>,
+    /// Append the servers' output to this file (default: discarded).
+    #[arg(long, global = true)]
+    server_log: Option<PathBuf>,
+    /// An extra flag for jobcast (repeat for several), e.g. --jobcast-arg=--keep-alive=0.
+    #[arg(long = "jobcast-arg", global = true, allow_hyphen_values = true)]
+    jobcast_args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N streams on one job, all connected before its first step.
+    Fanout {
+        #[arg(long, short = 'n', default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 200)]
+        steps: u64,
+        #[arg(long, default_value_t = 10)]
+        step_ms: u64,
+        /// The job's wait before its first step (default: 1 s + 0.5 ms per stream).
+        #[arg(long)]
+        delay_ms: Option<u64>,
+        /// jobcast's --publish-interval, in milliseconds.
+        #[arg(long)]
+        publish_interval_ms: Option<u64>,
+        /// Ask each stream for `?min_interval_ms=` pacing.
+        #[arg(long)]
+        min_interval_ms: Option<u64>,
+    },
+    /// J jobs with one stream each.
+    ManyJobs {
+        #[arg(long, short = 'j', default_value_t = 1000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 50)]
+        steps: u64,
+        #[arg(long, default_value_t = 20)]
+        step_ms: u64,
+        #[arg(long)]
+        delay_ms: Option<u64>,
+    },
+    /// N open streams on a job that publishes nothing: memory per stream.
+    Idle {
+        #[arg(long, short = 'n', default_value_t = 10_000)]
+        streams: usize,
+        #[arg(long, default_value_t = 1000)]
+        settle_ms: u64,
+    },
+    /// Streams and jobs coming and going; then everything must come back down.
+    Churn {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 400)]
+        max_streams: usize,
+        #[arg(long, default_value_t = 100)]
+        job_every_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        stream_every_ms: u64,
+        /// jobcast's --retention, in seconds.
+        #[arg(long, default_value_t = 2)]
+        retention_s: u64,
+    },
+    /// Every target scenario against every target, repeated; medians,
+    /// ratios, targets and the latency plot.
+    Suite(SuiteArgs),
+}
+
+#[derive(Args)]
+struct SuiteArgs {
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Multiplies subscriber and job counts (e.g. 0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    #[arg(long, default_value_t = 60)]
+    churn_seconds: u64,
+    /// Subscriber counts of the latency sweep, besides 10,000.
+    #[arg(long, value_delimiter = ',', default_value = "100,300,1000,3000")]
+    sweep: Vec<usize>,
+    #[arg(long, default_value_t = 1)]
+    sweep_repeats: usize,
+    /// Only these groups: fanout, cpu, jobs, idle, churn, sweep.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Targets to compare.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "jobcast,baseline-broadcast,baseline-axum"
+    )]
+    targets: Vec<Target>,
+    /// Where to draw the latency plot (PNG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// A TrueType font for the plot.
+    #[arg(long, default_value = DEFAULT_FONT)]
+    font: PathBuf,
+    /// Where to write the Markdown summary.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+fn core(value: i64) -> Option<usize> {
+    usize::try_from(value).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let global = &cli.global;
+    if let Some(client_core) = core(global.client_core) {
+        if let Err(error) = procfs::pin_to_core(client_core) {
+            eprintln!("cannot pin the load generator to core {client_core}: {error}");
+        }
+    }
+    match procfs::raise_open_files() {
+        Ok(limit) if limit < 25_000 => {
+            eprintln!("note: open-file limit {limit}; streams beyond it will fail");
+        }
+        Ok(_) => {}
+        Err(error) => eprintln!("cannot raise the open-file limit: {error}"),
+    }
+    let env = Environment {
+        bin_dir: global.bin_dir.clone().unwrap_or_else(suite::own_dir),
+        server_bin: global.server_bin.clone(),
+        server_core: core(global.server_core),
+        source_ips: global.source_ips,
+        server_log: global.server_log.clone(),
+        jobcast_args: global.jobcast_args.clone(),
+        common: Common {
+            connect_concurrency: global.connect_concurrency,
+            ..Common::default()
+        },
+        json_out: global.json_out.clone(),
+    };
+    // One thread: the load generator's core.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime can be built");
+    let local = tokio::task::LocalSet::new();
+    let runs: Vec<RunReport> = local.block_on(&runtime, async {
+        let single = |plan: Plan| {
+            let env = env.clone();
+            let target = global.target;
+            async move {
+                eprintln!("{}", report::table_header());
+                vec![suite::run_one(&env, target, &plan).await]
+            }
+        };
+        match &cli.command {
+            Command::Fanout {
+                subscribers,
+                steps,
+                step_ms,
+                delay_ms,
+                publish_interval_ms,
+                min_interval_ms,
+            } => {
+                single(Plan::Fanout(
+                    Fanout {
+                        subscribers: *subscribers,
+                        steps: *steps,
+                        step_ms: *step_ms,
+                        delay_ms: *delay_ms,
+                        min_interval_ms: *min_interval_ms,
+                    },
+                    *publish_interval_ms,
+                ))
+                .await
+            }
+            Command::ManyJobs {
+                jobs,
+                steps,
+                step_ms,
+                delay_ms,
+            } => {
+                single(Plan::ManyJobs(ManyJobs {
+                    jobs: *jobs,
+                    steps: *steps,
+                    step_ms: *step_ms,
+                    delay_ms: *delay_ms,
+                }))
+                .await
+            }
+            Command::Idle { streams, settle_ms } => {
+                single(Plan::Idle(Idle {
+                    streams: *streams,
+                    settle_ms: *settle_ms,
+                }))
+                .await
+            }
+            Command::Churn {
+                seconds,
+                max_streams,
+                job_every_ms,
+                stream_every_ms,
+                retention_s,
+            } => {
+                single(Plan::Churn(Churn {
+                    seconds: *seconds,
+                    max_streams: *max_streams,
+                    job_every_ms: *job_every_ms,
+                    stream_every_ms: *stream_every_ms,
+                    retention_s: *retention_s,
+                }))
+                .await
+            }
+            Command::Suite(args) => {
+                let config = SuiteConfig {
+                    targets: args.targets.clone(),
+                    repeats: args.repeats,
+                    scale: args.scale,
+                    churn_seconds: args.churn_seconds,
+                    sweep: args.sweep.clone(),
+                    sweep_repeats: args.sweep_repeats,
+                    only: args.only.clone(),
+                    plot: args.plot.clone(),
+                    font: args.font.clone(),
+                    summary: args.summary.clone(),
+                };
+                let (runs, summary) = suite::run_suite(&env, &config).await;
+                eprintln!("\n{summary}");
+                runs
+            }
+        }
+    });
+    if runs.iter().all(RunReport::invariants_hold) && runs.iter().all(|run| run.streams > 0 || run.scenario == "churn")
+    {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("FAILED: a stream invariant broke or a run could not be made");
+        ExitCode::FAILURE
+    }
+}
