@@ -112,9 +112,6 @@ struct Inner {
     ended: Mutex<VecDeque<(Instant, JobId)>>,
     reaper_wake: Notify,
     tracker: TaskTracker,
-    /// Job tasks run here, on threads of their own, so that writing events
-    /// to thousands of subscribers can never delay a job's own work.
-    job_runtime: JobRuntime,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 }
@@ -140,7 +137,6 @@ impl Registry {
                 ended: Mutex::new(VecDeque::new()),
                 reaper_wake: Notify::new(),
                 tracker: TaskTracker::new(),
-                job_runtime: JobRuntime::new(),
                 shutdown,
                 metrics,
             }),
@@ -213,10 +209,9 @@ impl Registry {
         self.inner.metrics.jobs_created.inc();
         // A root span: the job outlives the request that created it.
         let span = tracing::info_span!(parent: None, "job", job_id = %id, kind = %kind.name());
-        self.inner.tracker.spawn_on(
-            self.clone().run(id, job, control).instrument(span),
-            self.inner.job_runtime.handle(),
-        );
+        self.inner
+            .tracker
+            .spawn(self.clone().run(id, job, control).instrument(span));
         tracing::info!(job_id = %id, kind = %kind.name(), "job created");
         Ok(published)
     }
@@ -402,39 +397,6 @@ impl Registry {
     pub async fn wait_for_jobs(&self) {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
-    }
-}
-
-/// The runtime job tasks run on: one worker thread per core, apart from
-/// the runtime that serves HTTP. Stopped without waiting when the engine is
-/// dropped; by then the engine has ended every job.
-struct JobRuntime(Option<tokio::runtime::Runtime>);
-
-impl JobRuntime {
-    fn new() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("jobcast-job")
-            .enable_all()
-            .build()
-            .expect("the operating system gives the job runtime its threads");
-        JobRuntime(Some(runtime))
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .expect("the runtime lives until the engine is dropped")
-            .handle()
-    }
-}
-
-impl Drop for JobRuntime {
-    fn drop(&mut self) {
-        // The engine may be dropped inside an async context, where a
-        // blocking shutdown would panic.
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
