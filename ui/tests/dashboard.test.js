@@ -213,7 +213,8 @@ describe('dashboard', () => {
     await page.waitForSelector(card(failed.id), { state: 'hidden' });
     await page.selectOption('#filter-status', '');
     await page.selectOption('#filter-kind', 'demo');
-    assert.ok(await page.isVisible(card(failed.id)));
+    // The list is re-rendered on the next animation frame: wait for it.
+    await page.waitForSelector(card(failed.id), { state: 'visible' });
     await done(page);
   });
 
