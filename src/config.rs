@@ -2,16 +2,31 @@
 //! environment variables, with the defaults of CONTRACT.md.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 /// A duration such as `10s`, `500ms`, `1h`, or `0`.
-fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
     humantime::parse_duration(text)
+}
+
+/// Reads a duration written as in a flag (`"30s"`), for config files:
+/// `#[serde(deserialize_with = "crate::config::duration")]`.
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    parse_duration(&text).map_err(|error| serde::de::Error::custom(format!("{text:?} is not a duration: {error}")))
+}
+
+/// [`duration`], for an optional field (with `#[serde(default)]`).
+pub(crate) fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// jobcast: runs long jobs and streams their progress over Server-Sent Events.
@@ -62,6 +77,11 @@ pub struct Config {
     #[arg(long, env = "JOBCAST_PUBLISH_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
     pub publish_interval: Duration,
 
+    /// A TOML file declaring job kinds that run commands or wait for external
+    /// workers (see docs/KINDS.md); `demo` is always there too.
+    #[arg(long = "config", env = "JOBCAST_CONFIG")]
+    pub kinds_file: Option<PathBuf>,
+
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "JOBCAST_LOG", default_value = "info")]
     pub log: String,
@@ -82,6 +102,7 @@ impl Default for Config {
             retry: Duration::from_millis(3000),
             body_limit: 1_048_576,
             publish_interval: Duration::from_millis(10),
+            kinds_file: None,
             log: "info".to_owned(),
         }
     }

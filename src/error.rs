@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::jobs::registry::{CancelError, CreateError};
+use crate::jobs::registry::{CancelError, CreateError, WorkerError};
 use crate::store::Published;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -30,6 +30,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_seconds: u64 },
 }
@@ -43,6 +47,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -52,6 +58,8 @@ impl ApiError {
 fn problem_type(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "urn:jobcast:problem:bad-request",
+        StatusCode::UNAUTHORIZED => "urn:jobcast:problem:unauthorized",
+        StatusCode::FORBIDDEN => "urn:jobcast:problem:forbidden",
         StatusCode::NOT_FOUND => "urn:jobcast:problem:not-found",
         StatusCode::METHOD_NOT_ALLOWED => "urn:jobcast:problem:method-not-allowed",
         StatusCode::CONFLICT => "urn:jobcast:problem:conflict",
@@ -99,6 +107,14 @@ impl IntoResponse for ApiError {
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
                 response
             }
+            ApiError::Unauthorized(_) => {
+                let mut response = problem(status, &detail, None);
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"jobcast worker\""),
+                );
+                response
+            }
             _ => problem(status, &detail, None),
         }
     }
@@ -116,6 +132,20 @@ impl From<CreateError> for ApiError {
                 detail: error.to_string(),
                 retry_after_seconds: 5,
             },
+        }
+    }
+}
+
+impl From<WorkerError> for ApiError {
+    fn from(error: WorkerError) -> Self {
+        match error {
+            WorkerError::NotFound(id) => ApiError::JobNotFound(id.to_string()),
+            WorkerError::MissingToken => ApiError::Unauthorized(format!(
+                "{error}: send the token that created the job as `Authorization: Bearer <token>`"
+            )),
+            WorkerError::WrongToken => ApiError::Forbidden(error.to_string()),
+            WorkerError::Ended(job) => ApiError::JobAlreadyEnded(job),
+            WorkerError::Refused(job_error) => ApiError::Unprocessable(job_error.message),
         }
     }
 }

@@ -12,7 +12,8 @@
 //!   in-memory backend in [`store::memory`].
 //! - [`http`]: the API's router and handlers, including the event streams.
 //! - [`error`]: every API error as problem+json.
-//! - [`kinds`]: the built-in job kinds (`demo`).
+//! - [`kinds`]: the built-in job kinds (`demo`), and kinds declared in a
+//!   kinds file: commands this server runs, or jobs external workers drive.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
 //! - [`cli`]: the command line, and the terminal client (`jobcast watch`,
 //!   `jobcast submit`) that follows jobs over the public API.
@@ -156,9 +157,18 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
     }
 }
 
-/// Runs the server with the built-in kinds: what the `jobcast` binary does.
+/// Runs the server with the built-in kinds and those of the kinds file, if
+/// the config names one: what the `jobcast` binary does.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = App::new(&config, [kinds::demo::kind()], shutdown.clone());
+    let mut kinds = vec![kinds::demo::kind()];
+    if let Some(path) = &config.kinds_file {
+        let settings = kinds::file::FileSettings::for_cancel_grace(config.cancel_grace);
+        let from_file = kinds::file::load(path, &settings)
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+        tracing::info!(path = %path.display(), kinds = from_file.len(), "kinds file read");
+        kinds.extend(from_file);
+    }
+    let app = App::new(&config, kinds, shutdown.clone());
     serve(listener, app, shutdown).await
 }
 

@@ -7,6 +7,7 @@
 use std::io::{IsTerminal, Write};
 
 use reqwest::Url;
+use serde_json::Value;
 
 use super::client::{Api, CancelOutcome, ClientError};
 use super::display::{final_line, print_line, Display};
@@ -27,6 +28,11 @@ pub async fn submit(args: &SubmitArgs) -> Exit {
         print_line(&raw.to_string());
     } else {
         print_line(&job.id);
+        // An external kind's token is shown once: keep it off stdout, which
+        // scripts read for the id, but do not lose it.
+        if let Some(token) = raw.get("worker_token").and_then(Value::as_str) {
+            eprintln!("worker token (shown once, pass it to the job's worker): {token}");
+        }
     }
     if args.watch {
         follow(&api, &job.id).await

@@ -37,13 +37,26 @@ fn job_json(job: &Published) -> Response {
     ([(CONTENT_TYPE, "application/json")], job.json.clone()).into_response()
 }
 
+/// Starts a job. For an external kind the body also holds `worker_token`,
+/// which is shown only here.
 pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<CreateJob>) -> Result<Response, ApiError> {
-    let job = app.registry.create(&body.kind, body.params)?;
+    let created = app.registry.create(&body.kind, body.params)?;
+    let job = &created.job;
     let location = format!("/v1/jobs/{}", job.job_id);
+    let body = match &created.worker_token {
+        None => job.json.clone(),
+        Some(token) => {
+            // The job's JSON is an object: its closing brace makes way for one more member.
+            let mut body = BytesMut::with_capacity(job.json.len() + token.as_str().len() + 20);
+            body.put_slice(&job.json[..job.json.len() - 1]);
+            body.put_slice(format!(",\"worker_token\":\"{}\"}}", token.as_str()).as_bytes());
+            body.freeze()
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         [(LOCATION, location.as_str()), (CONTENT_TYPE, "application/json")],
-        job.json.clone(),
+        body,
     )
         .into_response())
 }

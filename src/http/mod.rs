@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod ops;
 pub mod query;
 pub mod sse;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/events", get(sse::job_events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/heartbeat", post(workers::heartbeat))
+        .route("/v1/jobs/{id}/complete", post(workers::complete))
+        .route("/v1/jobs/{id}/fail", post(workers::fail))
         .route("/v1/events", get(sse::all_events))
         .route("/v1/kinds", get(jobs::kinds))
         .route("/healthz", get(ops::health))

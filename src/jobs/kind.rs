@@ -6,6 +6,9 @@
 //! unknown params, and `#[serde(try_from = "...")]` adds checks of its own.
 //! A create request whose params fail that check is refused (422) and no job
 //! exists. The schema is what `/v1/kinds` shows; the type is what is enforced.
+//!
+//! A kind's jobs run in this process, or, for an external kind, in a worker
+//! that drives them over HTTP (see [`super::worker`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::context::JobContext;
+use super::worker::WorkerSettings;
 use super::JobError;
 
 /// What a job function returns: a result (any JSON) or an error.
@@ -25,6 +29,25 @@ pub type JobResult = Result<Value, JobError>;
 pub(crate) type PreparedJob = Box<dyn FnOnce(JobContext) -> BoxFuture<'static, JobResult> + Send>;
 
 type Prepare = dyn Fn(Value) -> Result<PreparedJob, String> + Send + Sync;
+type Check = dyn Fn(Value) -> Result<(), String> + Send + Sync;
+
+/// Where a kind's jobs run.
+#[derive(Clone)]
+enum Runner {
+    /// In this process: checks params and binds them to the job function.
+    InProcess(Arc<Prepare>),
+    /// In an external worker: params are only checked.
+    External {
+        check: Arc<Check>,
+        settings: WorkerSettings,
+    },
+}
+
+/// A job with its params checked, ready to be queued.
+pub(crate) enum Prepared {
+    InProcess(PreparedJob),
+    External(WorkerSettings),
+}
 
 /// A kind of job the server can run.
 #[derive(Clone)]
@@ -33,7 +56,7 @@ pub struct Kind {
     description: String,
     params_schema: Value,
     example: Value,
-    prepare: Arc<Prepare>,
+    runner: Runner,
 }
 
 impl Kind {
@@ -70,20 +93,55 @@ impl Kind {
         F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = JobResult> + Send + 'static,
     {
+        Self::with_check(
+            name,
+            |params| serde_json::from_value::<P>(params).map_err(|error| error.to_string()),
+            run,
+        )
+    }
+
+    /// A kind whose params are checked by `check`, which turns them into
+    /// what `run` takes or says what is wrong with them.
+    pub fn with_check<P, C, F, Fut>(name: &str, check: C, run: F) -> Self
+    where
+        P: Send + 'static,
+        C: Fn(Value) -> Result<P, String> + Send + Sync + 'static,
+        F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
         let run = Arc::new(run);
         let prepare = move |params: Value| -> Result<PreparedJob, String> {
-            let params: P = serde_json::from_value(params).map_err(|error| error.to_string())?;
+            let params = check(params)?;
             let run = run.clone();
             Ok(Box::new(move |ctx: JobContext| -> BoxFuture<'static, JobResult> {
                 Box::pin(run(ctx, params))
             }))
         };
+        Self::with_runner(name, Runner::InProcess(Arc::new(prepare)))
+    }
+
+    /// A kind whose jobs an external worker runs and reports over HTTP;
+    /// `check` checks their params.
+    pub fn external<C>(name: &str, check: C, settings: WorkerSettings) -> Self
+    where
+        C: Fn(Value) -> Result<(), String> + Send + Sync + 'static,
+    {
+        Self::with_runner(
+            name,
+            Runner::External {
+                check: Arc::new(check),
+                settings,
+            },
+        )
+    }
+
+    fn with_runner(name: &str, runner: Runner) -> Self {
         Kind {
             name: Arc::from(name),
             description: String::new(),
             params_schema: serde_json::json!({ "type": "object" }),
             example: serde_json::json!({}),
-            prepare: Arc::new(prepare),
+            runner,
         }
     }
 
@@ -113,9 +171,18 @@ impl Kind {
         self.name.clone()
     }
 
-    /// Checks params and binds them to the kind's function.
-    pub(crate) fn prepare(&self, params: Value) -> Result<PreparedJob, String> {
-        (self.prepare)(params)
+    /// Checks params and, for a kind that runs in this process, binds them
+    /// to the kind's function.
+    pub(crate) fn prepare(&self, params: Value) -> Result<Prepared, String> {
+        match &self.runner {
+            Runner::InProcess(prepare) => prepare(params).map(Prepared::InProcess),
+            Runner::External { check, settings } => check(params).map(|()| Prepared::External(settings.clone())),
+        }
+    }
+
+    /// Whether external workers run this kind's jobs.
+    pub fn is_external(&self) -> bool {
+        matches!(self.runner, Runner::External { .. })
     }
 
     /// The kind as `/v1/kinds` lists it.
@@ -125,6 +192,7 @@ impl Kind {
             description: &self.description,
             params_schema: &self.params_schema,
             example: &self.example,
+            external: self.is_external(),
         }
     }
 }
@@ -136,4 +204,7 @@ pub struct KindInfo<'a> {
     pub description: &'a str,
     pub params_schema: &'a Value,
     pub example: &'a Value,
+    /// Whether external workers run this kind's jobs: creating one answers
+    /// a worker token.
+    pub external: bool,
 }

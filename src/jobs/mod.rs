@@ -9,6 +9,8 @@ pub mod context;
 pub mod kind;
 pub mod model;
 pub mod registry;
+pub mod report;
+pub mod worker;
 
 use std::fmt;
 use std::str::FromStr;

@@ -10,6 +10,10 @@
 //! store's lock, so whatever races (completion, failure, panic, cancel, the
 //! grace period, shutdown), exactly one outcome is recorded.
 //!
+//! Jobs of external kinds run the same way, except that they take no
+//! running slot: they leave the queue at their worker's first call, and
+//! their task applies the worker's calls (see [`super::worker`]).
+//!
 //! Knows nothing about HTTP; handlers reach it through `AppState`.
 
 use std::any::Any;
@@ -22,15 +26,17 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::FutureExt;
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::context::{FlushSchedule, JobContext};
-use super::kind::{Kind, PreparedJob};
+use super::kind::{Kind, Prepared, PreparedJob};
 use super::model::{CancelRequest, Change, JobModel, Outcome};
+use super::report::ProgressReport;
+use super::worker::{self, Mailbox, WorkerCall, WorkerToken};
 use super::{JobError, JobId, JobStatus};
 use crate::metrics::{self, Metrics};
 use crate::store::{Flush, JobNotFound, Published, Store, UpdateOutcome};
@@ -63,6 +69,29 @@ pub enum CreateError {
     ShuttingDown,
 }
 
+/// A job just created.
+#[derive(Debug)]
+pub struct Created {
+    pub job: Arc<Published>,
+    /// For a job of an external kind: its worker's token, shown only here.
+    pub worker_token: Option<WorkerToken>,
+}
+
+/// Why a worker's call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error("the request has no worker token")]
+    MissingToken,
+    #[error("the worker token does not belong to this job")]
+    WrongToken,
+    #[error("the job already ended {}", .0.status.as_str())]
+    Ended(Arc<Published>),
+    #[error("{0}")]
+    Refused(JobError),
+}
+
 /// Why a cancel request did not end in a cancelled job.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
@@ -82,6 +111,10 @@ struct JobControl {
     /// Whether the job still holds a place in the queue: given back once,
     /// when it starts or when it ends while queued, whichever comes first.
     queued: Arc<AtomicBool>,
+    /// Fires once the job's task has dropped the job's work: a cancel that
+    /// had to end the job itself waits for it, so that its answer comes
+    /// after the work was torn down.
+    stopped: CancellationToken,
 }
 
 impl JobControl {
@@ -108,6 +141,9 @@ struct Inner {
     queued: AtomicUsize,
     /// Live jobs only (std mutex: short sections, no `.await` inside).
     controls: Mutex<HashMap<JobId, JobControl>>,
+    /// External jobs' tokens and mailboxes, kept until the job is forgotten
+    /// so that a late call still gets a 409 rather than a 404.
+    mailboxes: Mutex<HashMap<JobId, Mailbox>>,
     /// Ended jobs in the order they ended, for retention.
     ended: Mutex<VecDeque<(Instant, JobId)>>,
     reaper_wake: Notify,
@@ -134,6 +170,7 @@ impl Registry {
                 settings,
                 queued: AtomicUsize::new(0),
                 controls: Mutex::new(HashMap::new()),
+                mailboxes: Mutex::new(HashMap::new()),
                 ended: Mutex::new(VecDeque::new()),
                 reaper_wake: Notify::new(),
                 tracker: TaskTracker::new(),
@@ -173,7 +210,7 @@ impl Registry {
     }
 
     /// Creates a job of `kind` and queues it to run.
-    pub fn create(&self, kind: &str, params: Value) -> Result<Arc<Published>, CreateError> {
+    pub fn create(&self, kind: &str, params: Value) -> Result<Created, CreateError> {
         if self.is_shutting_down() {
             return Err(CreateError::ShuttingDown);
         }
@@ -187,7 +224,7 @@ impl Registry {
             Value::Object(params) => Value::Object(params),
             _ => return Err(CreateError::InvalidParams("params must be an object".to_owned())),
         };
-        let job = kind.prepare(params.clone()).map_err(CreateError::InvalidParams)?;
+        let prepared = kind.prepare(params.clone()).map_err(CreateError::InvalidParams)?;
         let max_queued = self.inner.settings.max_queued;
         if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= max_queued {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
@@ -198,6 +235,7 @@ impl Registry {
             cancel: self.inner.shutdown.child_token(),
             ended: CancellationToken::new(),
             queued: Arc::new(AtomicBool::new(true)),
+            stopped: CancellationToken::new(),
         };
         // Tracked before it exists, so that a cancel arriving at once finds
         // its control and releases it.
@@ -207,13 +245,35 @@ impl Registry {
             .store
             .insert(JobModel::new(id, kind.shared_name(), Arc::new(params), Utc::now()));
         self.inner.metrics.jobs_created.inc();
+        let (start, job, worker_token) = match prepared {
+            Prepared::InProcess(job) => (Start::RunningSlot, job, None),
+            Prepared::External(settings) => {
+                let start_timeout = settings.start_timeout;
+                let (mailbox, inbox) = worker::mailbox(settings);
+                let start = Start::WorkerArrived(mailbox.arrived.clone(), start_timeout);
+                let token = mailbox.token.clone();
+                self.mailboxes().insert(id, mailbox);
+                let job: PreparedJob = Box::new(move |ctx| Box::pin(inbox.drive(ctx)));
+                (start, job, Some(token))
+            }
+        };
         // A root span: the job outlives the request that created it.
         let span = tracing::info_span!(parent: None, "job", job_id = %id, kind = %kind.name());
         self.inner
             .tracker
-            .spawn(self.clone().run(id, job, control).instrument(span));
+            .spawn(self.clone().run(id, start, job, control).instrument(span));
         tracing::info!(job_id = %id, kind = %kind.name(), "job created");
-        Ok(published)
+        Ok(Created {
+            job: published,
+            worker_token,
+        })
+    }
+
+    fn mailboxes(&self) -> MutexGuard<'_, HashMap<JobId, Mailbox>> {
+        self.inner
+            .mailboxes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn controls(&self) -> MutexGuard<'_, HashMap<JobId, JobControl>> {
@@ -272,6 +332,7 @@ impl Registry {
             if ended.len() > self.inner.settings.max_finished || now >= ended_at + self.inner.settings.retention {
                 ended.pop_front();
                 self.inner.store.remove(id);
+                self.mailboxes().remove(&id);
             } else {
                 break;
             }
@@ -297,9 +358,38 @@ impl Registry {
         }
     }
 
-    /// A job's task: wait for a running slot, run the job's function, merge
+    /// A job's task: wait for its start, run the job's function, merge
     /// counter changes, enforce the cancel grace period, record the outcome.
-    async fn run(self, id: JobId, job: PreparedJob, control: JobControl) {
+    async fn run(self, id: JobId, start: Start, job: PreparedJob, control: JobControl) {
+        let _stopped = control.stopped.clone().drop_guard();
+        let started = async {
+            match start {
+                Start::RunningSlot => Ok(Some(
+                    self.inner
+                        .running_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the running-slot semaphore is never closed"),
+                )),
+                Start::WorkerArrived(arrived, start_timeout) => {
+                    let waited = async {
+                        match start_timeout {
+                            Some(limit) => timeout(limit, arrived.cancelled()).await.is_ok(),
+                            None => {
+                                arrived.cancelled().await;
+                                true
+                            }
+                        }
+                    };
+                    if waited.await {
+                        Ok(None)
+                    } else {
+                        Err(JobError::new("start_timeout", "no worker took the job in time").retryable(true))
+                    }
+                }
+            }
+        };
         let slot = tokio::select! {
             biased;
             _ = self.inner.shutdown.cancelled() => {
@@ -307,9 +397,13 @@ impl Registry {
                 return;
             }
             _ = control.ended.cancelled() => return,
-            permit = self.inner.running_slots.clone().acquire_owned() => {
-                permit.expect("the running-slot semaphore is never closed")
-            }
+            started = started => match started {
+                Ok(slot) => slot,
+                Err(error) => {
+                    self.finish(id, Outcome::Failed(error));
+                    return;
+                }
+            },
         };
         control.leave_queue(&self.inner.queued);
         let started = self.apply(id, &mut |model| model.start(Utc::now()));
@@ -321,8 +415,7 @@ impl Registry {
 
         let flush = Arc::new(FlushSchedule::default());
         let ctx = JobContext::new(id, self.inner.store.clone(), control.cancel.clone(), flush.clone());
-        let work = AssertUnwindSafe(job(ctx)).catch_unwind();
-        tokio::pin!(work);
+        let mut work = Box::pin(AssertUnwindSafe(job(ctx)).catch_unwind());
         let mut grace_deadline: Option<Instant> = None;
         let outcome = loop {
             let flush_due = flush.due().map(Instant::from_std);
@@ -344,7 +437,9 @@ impl Registry {
                 _ = flush.scheduled.notified() => {}
             }
         };
-        // Dropping the job's future here aborts whatever it was still doing.
+        // Dropping the job's future aborts whatever it was still doing (a
+        // command's process group is killed), before anyone hears the outcome.
+        drop(work);
         if let Some(outcome) = outcome {
             self.finish(id, outcome);
         }
@@ -371,6 +466,8 @@ impl Registry {
                     let grace = self.inner.settings.cancel_grace;
                     if timeout(grace, control.ended.cancelled()).await.is_err() {
                         self.finish(id, Outcome::Cancelled { forced: true });
+                        // The task drops the work as soon as it sees the job ended.
+                        let _ = timeout(TEARDOWN_WAIT, control.stopped.cancelled()).await;
                     }
                 }
             }
@@ -392,12 +489,110 @@ impl Registry {
         }
     }
 
+    /// Checks a worker's token for job `id` and answers its mailbox.
+    fn authorize(&self, id: JobId, token: Option<&str>) -> Result<Mailbox, WorkerError> {
+        let mailbox = self.mailboxes().get(&id).cloned();
+        match (mailbox, token) {
+            (None, _) if self.inner.store.get(id).is_none() => Err(WorkerError::NotFound(id)),
+            (_, None) => Err(WorkerError::MissingToken),
+            (Some(mailbox), Some(token)) if mailbox.token.matches(token) => Ok(mailbox),
+            _ => Err(WorkerError::WrongToken),
+        }
+    }
+
+    /// Whether `token` is job `id`'s worker token: the check every worker
+    /// call starts with.
+    pub fn check_worker(&self, id: JobId, token: Option<&str>) -> Result<(), WorkerError> {
+        self.authorize(id, token).map(|_| ())
+    }
+
+    /// Hands a call to the job's task and waits for its answer; a job that
+    /// has ended, or ends before answering, is [`WorkerError::Ended`].
+    async fn call<T>(
+        &self,
+        id: JobId,
+        token: Option<&str>,
+        call: impl FnOnce(oneshot::Sender<T>) -> WorkerCall,
+    ) -> Result<T, WorkerError> {
+        let mailbox = self.authorize(id, token)?;
+        let ended = || WorkerError::Ended(self.inner.store.get(id).expect("an ended job is kept until forgotten"));
+        let control = self.controls().get(&id).cloned();
+        let Some(control) = control else {
+            return Err(ended());
+        };
+        let (reply, answer) = oneshot::channel();
+        mailbox.arrived.cancel();
+        // Biased: an answer given just before the job ended is still the answer.
+        tokio::select! {
+            biased;
+            sent = mailbox.calls.send(call(reply)) => {
+                if sent.is_err() {
+                    return Err(ended());
+                }
+            }
+            _ = control.ended.cancelled() => return Err(ended()),
+        }
+        tokio::select! {
+            biased;
+            answer = answer => answer.map_err(|_| ended()),
+            _ = control.ended.cancelled() => Err(ended()),
+        }
+    }
+
+    /// A worker's heartbeat with its progress; answers whether the job was
+    /// asked to stop (the job then ends `cancelled`, acknowledged).
+    pub async fn heartbeat(&self, id: JobId, token: Option<&str>, report: ProgressReport) -> Result<bool, WorkerError> {
+        self.call(id, token, |reply| WorkerCall::Heartbeat { report, reply })
+            .await?
+            .map_err(WorkerError::Refused)
+    }
+
+    /// A worker's result: the job completes, unless it had already ended.
+    pub async fn complete(&self, id: JobId, token: Option<&str>, result: Value) -> Result<Arc<Published>, WorkerError> {
+        self.call(id, token, |reply| WorkerCall::Complete { result, reply })
+            .await?;
+        self.final_state(id, JobStatus::Completed).await
+    }
+
+    /// A worker's failure: the job fails, unless it had already ended.
+    pub async fn fail(&self, id: JobId, token: Option<&str>, error: JobError) -> Result<Arc<Published>, WorkerError> {
+        self.call(id, token, |reply| WorkerCall::Fail { error, reply }).await?;
+        self.final_state(id, JobStatus::Failed).await
+    }
+
+    /// The job's state once its task has recorded the outcome: the job if
+    /// it ended `expected`, else [`WorkerError::Ended`] (something else, such
+    /// as a forced cancel, ended it first).
+    async fn final_state(&self, id: JobId, expected: JobStatus) -> Result<Arc<Published>, WorkerError> {
+        let control = self.controls().get(&id).cloned();
+        if let Some(control) = control {
+            control.ended.cancelled().await;
+        }
+        let job = self.inner.store.get(id).ok_or(WorkerError::NotFound(id))?;
+        if job.status == expected {
+            Ok(job)
+        } else {
+            Err(WorkerError::Ended(job))
+        }
+    }
+
     /// Waits until every job has ended and every task has finished. Call
     /// after cancelling the shutdown token.
     pub async fn wait_for_jobs(&self) {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
     }
+}
+
+/// How long a forced cancel waits for the job's task to drop its work.
+const TEARDOWN_WAIT: Duration = Duration::from_millis(100);
+
+/// What a job waits for before it runs.
+enum Start {
+    /// One of the running slots, first in first out.
+    RunningSlot,
+    /// Its external worker's first call, for at most the given time.
+    WorkerArrived(CancellationToken, Option<Duration>),
 }
 
 fn shutdown_error() -> JobError {

@@ -57,6 +57,29 @@ impl TestApp {
         }
     }
 
+    /// A server running the demo kind and the kinds declared in `toml`, a
+    /// kinds file whose relative paths are relative to `base_dir`.
+    pub async fn spawn_with_kinds_file(config: Config, toml: &str, base_dir: &std::path::Path) -> TestApp {
+        let settings = jobcast::kinds::file::FileSettings::for_cancel_grace(config.cancel_grace);
+        let kinds = jobcast::kinds::file::parse(toml, base_dir, &settings).expect("the kinds file is valid");
+        Self::spawn_with_kinds(config, kinds).await
+    }
+
+    /// A server started as the binary starts it (`jobcast::run`): the demo
+    /// kind, and the kinds file that `config` names.
+    pub async fn run(config: Config) -> TestApp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(jobcast::run(listener, config, shutdown.clone()));
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder().build().unwrap(),
+            shutdown,
+            server: Some(server),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -105,6 +128,29 @@ impl TestApp {
             job = self.client.get(url).send().await.unwrap().json().await.unwrap();
         }
         job
+    }
+
+    /// Long-polls the job until its `seq` passes `after_seq`.
+    pub async fn get_job_after(&self, id: &str, after_seq: u64) -> Value {
+        let url = self.url(&format!("/v1/jobs/{id}?wait_seconds=20&after_seq={after_seq}"));
+        let job: Value = self.client.get(url).send().await.unwrap().json().await.unwrap();
+        assert!(
+            job["seq"].as_u64().unwrap() > after_seq,
+            "job {id} did not change in time"
+        );
+        job
+    }
+
+    /// GET `path`, read as JSON whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn get_job(&self, id: &str) -> Value {

@@ -420,15 +420,7 @@ async fn a_full_queue_refuses_new_jobs_with_503_and_retry_after() {
     let (_, problem) = problem_of(refused).await;
     assert_eq!(problem["status"], 503);
     assert!(problem["type"].is_string() && problem["title"].is_string() && problem["detail"].is_string());
-    let listed: Value = app
-        .client
-        .get(app.url("/v1/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(
         listed["jobs"].as_array().unwrap().len(),
         2,
@@ -498,15 +490,7 @@ async fn a_finished_job_is_forgotten_after_its_retention_with_everything_that_tr
     assert!(is_problem(&response));
     let (_, problem) = problem_of(send_cancel(&app, &id).await).await;
     assert_eq!(problem["status"], 404);
-    let listed: Value = app
-        .client
-        .get(app.url("/v1/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(listed["jobs"], json!([]));
     app.eventually("no job in memory and no job task", || async {
         app.metric("jobcast_jobs_in_memory").await == 0.0 && app.metric("jobcast_job_tasks").await == baseline

@@ -1,6 +1,8 @@
 //! The HTTP API against a real server on an ephemeral port.
 
+mod commands;
 mod engine;
+mod examples;
 mod fanout;
 mod helpers;
 mod lifecycle;
@@ -8,3 +10,4 @@ mod pacing;
 mod requests;
 mod smoke;
 mod streams;
+mod workers;

@@ -1,0 +1,177 @@
+//! The endpoints an external worker drives its job with: heartbeat (with
+//! progress), complete and fail. Each needs the job's worker token as
+//! `Authorization: Bearer <token>`; it is checked before the body is read,
+//! and a request without it (401) or with another (403) changes nothing.
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::JsonBody;
+use super::query::job_id;
+use super::AppState;
+use crate::error::ApiError;
+use crate::jobs::report::ProgressReport;
+use crate::jobs::worker::RESERVED_CODES;
+use crate::jobs::{JobError, JobId};
+use crate::store::Published;
+
+/// The job a worker call is for, with the token it presented, already
+/// checked: extracting it answers 404, 401 or 403 before the body is read.
+pub struct WorkerAuth {
+    id: JobId,
+    token: String,
+}
+
+impl FromRequestParts<AppState> for WorkerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, app)
+            .await
+            .map_err(|_| ApiError::RouteNotFound(parts.uri.path().to_owned()))?;
+        let id = job_id(&id)?;
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token)
+            .map(str::to_owned);
+        app.registry.check_worker(id, token.as_deref())?;
+        Ok(WorkerAuth {
+            id,
+            token: token.unwrap_or_default(),
+        })
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A JSON body that may be left out altogether (no `Content-Type` and no
+/// body), which then reads as `T::default()`.
+pub struct OptionalJsonBody<T>(T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let headers = request.headers();
+        let no_length = headers
+            .get(CONTENT_LENGTH)
+            .map_or(true, |length| length.as_bytes() == b"0");
+        let absent = headers.get(CONTENT_TYPE).is_none() && no_length && headers.get(TRANSFER_ENCODING).is_none();
+        if absent {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        let JsonBody(body) = JsonBody::from_request(request, app).await?;
+        Ok(OptionalJsonBody(body))
+    }
+}
+
+fn job_response(job: &Published) -> Response {
+    ([(CONTENT_TYPE, "application/json")], job.json.clone()).into_response()
+}
+
+/// Reports progress and keeps the job alive. Answers
+/// `{"cancel_requested": true}` once the job was asked to stop: the job is
+/// then cancelled, and the worker should stop.
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    auth: WorkerAuth,
+    OptionalJsonBody(report): OptionalJsonBody<ProgressReport>,
+) -> Result<Json<Value>, ApiError> {
+    let cancel_requested = app.registry.heartbeat(auth.id, Some(&auth.token), report).await?;
+    Ok(Json(json!({ "cancel_requested": cancel_requested })))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    #[serde(default)]
+    result: Value,
+}
+
+/// Completes the job with the worker's result; answers the final job.
+pub async fn complete(
+    State(app): State<AppState>,
+    auth: WorkerAuth,
+    OptionalJsonBody(completion): OptionalJsonBody<Completion>,
+) -> Result<Response, ApiError> {
+    let job = app
+        .registry
+        .complete(auth.id, Some(&auth.token), completion.result)
+        .await?;
+    Ok(job_response(&job))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    code: Option<String>,
+    message: Option<String>,
+    #[serde(default)]
+    retryable: bool,
+}
+
+const DEFAULT_FAILURE_CODE: &str = "worker_failed";
+const MAX_CODE_LENGTH: usize = 64;
+
+impl Failure {
+    fn into_job_error(self) -> Result<JobError, ApiError> {
+        let code = self.code.unwrap_or_else(|| DEFAULT_FAILURE_CODE.to_owned());
+        let well_formed = code.len() <= MAX_CODE_LENGTH
+            && code.starts_with(|c: char| c.is_ascii_lowercase())
+            && code
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !well_formed {
+            return Err(ApiError::Unprocessable(format!(
+                "code {code:?} must be lowercase letters, digits and `_`, starting with a letter, at most {MAX_CODE_LENGTH} long"
+            )));
+        }
+        if RESERVED_CODES.contains(&code.as_str()) {
+            return Err(ApiError::Unprocessable(format!(
+                "code {code:?} is the server's to give; acknowledge a cancel with a heartbeat"
+            )));
+        }
+        let message = self
+            .message
+            .unwrap_or_else(|| "the worker reported a failure".to_owned());
+        Ok(JobError::new(code, message).retryable(self.retryable))
+    }
+}
+
+/// Fails the job with the worker's error; answers the final job.
+pub async fn fail(
+    State(app): State<AppState>,
+    auth: WorkerAuth,
+    OptionalJsonBody(failure): OptionalJsonBody<Failure>,
+) -> Result<Response, ApiError> {
+    let error = failure.into_job_error()?;
+    let job = app.registry.fail(auth.id, Some(&auth.token), error).await?;
+    Ok(job_response(&job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+}
