@@ -7,7 +7,9 @@
 //! - [`jobs`]: the job domain. [`jobs::model`] is the state machine and the
 //!   progress arithmetic; [`jobs::registry`] runs, queues, cancels and
 //!   forgets jobs; [`jobs::context`] is what job code sees; [`jobs::kind`]
-//!   declares job kinds.
+//!   declares job kinds; [`jobs::report`] applies progress reports from
+//!   child processes and workers; [`jobs::worker`] is the external workers'
+//!   side of the engine.
 //! - [`store`]: job state and event fan-out behind one trait, with the
 //!   in-memory backend in [`store::memory`].
 //! - [`http`]: the API's router and handlers, including the event streams.

@@ -496,3 +496,42 @@ async fn cancel_and_the_workers_completion_race_to_one_outcome() {
         assert_eq!(last.data, app.get_job(&id).await);
     }
 }
+
+/// A worker's first call races a cancel of the still-queued job, with varied
+/// timing: the job ends cancelled either way, the cancel answers 200, and
+/// the worker learns it at the latest from its next call.
+#[tokio::test]
+async fn a_workers_first_call_and_a_cancel_of_the_queued_job_race_to_cancelled() {
+    let app = spawn(test_config(), "30s").await;
+    for round in 0..40u64 {
+        let (job, token) = create_ingest(&app).await;
+        let id = id_of(&job);
+        let cancel = {
+            let (client, url) = (app.client.clone(), app.url(&format!("/v1/jobs/{id}/cancel")));
+            tokio::spawn(async move {
+                let response = client.post(url).send().await.unwrap();
+                (response.status(), response.json::<Value>().await.unwrap())
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(round * 100)).await;
+        let (status, first) = call(&app, &id, "heartbeat", Some(&token), json!({"current": 1})).await;
+        match status {
+            // It started first: the cancel waits for this worker's next call.
+            StatusCode::OK if first["cancel_requested"] == false => {
+                let (status, next) = call(&app, &id, "heartbeat", Some(&token), json!({})).await;
+                assert!(
+                    (status == StatusCode::OK && next["cancel_requested"] == true) || status == StatusCode::CONFLICT,
+                    "round {round}: {status} {next}"
+                );
+            }
+            StatusCode::OK => assert_eq!(first["cancel_requested"], true, "round {round}"),
+            status => assert_eq!(status, StatusCode::CONFLICT, "round {round}: {first}"),
+        }
+        let (cancel_status, cancelled) = cancel.await.unwrap();
+        assert_eq!(cancel_status, StatusCode::OK, "round {round}: {cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        assert_eq!(cancelled["error"]["code"], "cancelled", "round {round}");
+        let (status, _) = call(&app, &id, "heartbeat", Some(&token), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "round {round}");
+    }
+}
