@@ -14,6 +14,7 @@
 //!   in-memory backend in [`store::memory`].
 //! - [`http`]: the API's router and handlers, including the event streams.
 //! - [`error`]: every API error as problem+json.
+//! - `server`: accepting connections and serving the router on each.
 //! - [`kinds`]: the built-in job kinds (`demo`), and kinds declared in a
 //!   kinds file: commands this server runs, or jobs external workers drive.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
@@ -50,6 +51,7 @@ pub mod http;
 pub mod jobs;
 pub mod kinds;
 pub mod metrics;
+mod server;
 pub mod store;
 pub mod telemetry;
 
@@ -146,12 +148,10 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
             app.drain().await;
         }
     };
-    // A make-service, so the router is not collected again for every
-    // connection (about 7.5 KB per open stream otherwise).
-    let server = axum::serve(listener, app.router().into_make_service()).with_graceful_shutdown(drained);
+    let server = server::serve(listener, app.router(), drained);
     let closing = app.state.closing.clone();
     tokio::select! {
-        served = server => served,
+        () = server => Ok(()),
         _ = async { closing.cancelled().await; tokio::time::sleep(CONNECTION_DRAIN).await } => {
             tracing::warn!("connections still open after shutdown; stopping anyway");
             Ok(())

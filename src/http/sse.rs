@@ -163,11 +163,11 @@ pub async fn job_events(
                     "min_interval_ms must be at most {MAX_MIN_INTERVAL_MS}, not {ms}"
                 )));
             }
-            Ok(Pacing {
+            Ok(Box::new(Pacing {
                 interval: Duration::from_millis(ms),
                 next_allowed: Instant::now(),
                 held: None,
-            })
+            }))
         })
         .transpose()?;
     let feed = app
@@ -183,15 +183,15 @@ pub async fn job_events(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let common = Common::new(app.clone(), app.streams.try_take()?);
-    let mut pending = VecDeque::from([common.retry_frame()]);
-    if snapshot.seq > resume_after.unwrap_or(0) {
-        pending.push_back(snapshot.job_snapshot_frame());
+    let retry = common.retry_frame();
+    let snapshot_frame = (snapshot.seq > resume_after.unwrap_or(0)).then(|| {
         common.sent();
-    }
+        snapshot.job_snapshot_frame()
+    });
     let state = JobStream {
         common,
         id,
-        pending,
+        preamble: [Some(retry), snapshot_frame],
         receiver: feed.receiver.filter(|_| !snapshot.status.is_terminal()),
         last_seq: snapshot.seq,
         pacing,
@@ -203,15 +203,20 @@ pub async fn job_events(
     Ok(event_stream_response(Body::from_stream(frames)))
 }
 
+/// One job stream's state. It lives as long as the stream, however long
+/// that stays idle, so it is kept small: a fixed preamble rather than a
+/// queue, and the rarely used pacing state boxed.
 struct JobStream {
     common: Common,
     id: JobId,
-    pending: VecDeque<Bytes>,
-    /// None once the terminal event has been queued.
+    /// The `retry:` hint, then the snapshot if the client lacks it: sent
+    /// before any live frame.
+    preamble: [Option<Bytes>; 2],
+    /// None once the terminal event has been sent.
     receiver: Option<Receiver<Arc<Published>>>,
     last_seq: u64,
     /// Set when the client asked for `min_interval_ms`.
-    pacing: Option<Pacing>,
+    pacing: Option<Box<Pacing>>,
 }
 
 /// At most one progress event per interval for one subscriber: states that
@@ -224,11 +229,12 @@ struct Pacing {
 }
 
 impl JobStream {
-    /// Queues `job` if it is newer than what the client has (or holds it,
-    /// when paced); drops the subscription once the terminal event is queued.
-    fn offer(&mut self, job: Arc<Published>) {
+    /// The frame to send for `job` if it is newer than what the client has
+    /// (none when paced and held instead); drops the subscription once the
+    /// terminal event is sent.
+    fn offer(&mut self, job: Arc<Published>) -> Option<Bytes> {
         if job.seq <= self.last_seq {
-            return;
+            return None;
         }
         let terminal = job.status.is_terminal();
         if let Some(pacing) = &mut self.pacing {
@@ -237,28 +243,30 @@ impl JobStream {
                 pacing.held = None;
             } else if now < pacing.next_allowed {
                 pacing.held = Some(job);
-                return;
+                return None;
             } else {
                 pacing.next_allowed = now + pacing.interval;
             }
         }
         self.last_seq = job.seq;
-        self.pending.push_back(job.job_frame.clone());
         self.common.sent();
         if terminal {
             self.receiver = None;
         }
+        Some(job.job_frame.clone())
     }
 
     /// Sends the held state, if any, once its interval has passed.
-    async fn held_due(pacing: &mut Option<Pacing>) -> Arc<Published> {
-        match pacing {
+    async fn held_due(pacing: &mut Option<Box<Pacing>>) -> Arc<Published> {
+        match pacing.as_deref_mut() {
             Some(Pacing {
                 next_allowed,
                 held: held @ Some(_),
                 ..
             }) => {
-                tokio::time::sleep_until(*next_allowed).await;
+                // Boxed: only paced streams wait here, and a timer inline would
+                // enlarge every stream's state.
+                Box::pin(tokio::time::sleep_until(*next_allowed)).await;
                 held.take().expect("matched Some")
             }
             _ => std::future::pending().await,
@@ -266,12 +274,12 @@ impl JobStream {
     }
 
     async fn next_frame(&mut self) -> Option<Bytes> {
+        if let Some(frame) = self.preamble.iter_mut().find_map(Option::take) {
+            return Some(frame);
+        }
         loop {
-            if let Some(frame) = self.pending.pop_front() {
-                return Some(frame);
-            }
             let receiver = self.receiver.as_mut()?;
-            tokio::select! {
+            let offered = tokio::select! {
                 biased;
                 received = receiver.recv() => match received {
                     Ok(mut job) => {
@@ -292,7 +300,7 @@ impl JobStream {
                         self.common.app.registry.metrics().lag_resyncs.inc();
                         // The job may be gone (retention) between lag and resync.
                         let latest = self.common.app.registry.store().get(self.id)?;
-                        self.offer(latest);
+                        self.offer(latest)
                     }
                     // The job was removed without our seeing its end.
                     Err(RecvError::Closed) => return None,
@@ -300,6 +308,9 @@ impl JobStream {
                 held = Self::held_due(&mut self.pacing) => self.offer(held),
                 _ = keep_alive_tick(&mut self.common.keep_alive) => return Some(Bytes::from_static(KEEP_ALIVE)),
                 _ = self.common.app.closing.cancelled() => return None,
+            };
+            if offered.is_some() {
+                return offered;
             }
         }
     }
