@@ -15,7 +15,7 @@ pub mod worker;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
@@ -56,7 +56,7 @@ impl FromStr for JobId {
 
 impl Serialize for JobId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(self.0.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
     }
 }
 
@@ -177,8 +177,41 @@ pub struct ErrorInfo {
 }
 
 /// Serialises a time as RFC 3339 UTC with exactly six fractional digits.
+/// Every published state has up to four times, so they are written into a
+/// stack buffer rather than a `String` each.
 pub(crate) fn serialize_time<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true))
+    match rfc3339_micros(time) {
+        Some(text) => serializer.serialize_str(std::str::from_utf8(&text).expect("only ASCII digits and separators")),
+        None => serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true)),
+    }
+}
+
+/// `time` as `chrono` writes it with `SecondsFormat::Micros` and `Z`
+/// (`2026-11-22T18:00:03.250000Z`), for years 0 to 9999; None for others,
+/// which `chrono` writes with a sign.
+fn rfc3339_micros(time: &DateTime<Utc>) -> Option<[u8; 27]> {
+    let year = u32::try_from(time.year()).ok().filter(|year| *year <= 9999)?;
+    let (mut second, mut nanosecond) = (time.second(), time.nanosecond());
+    // A leap second is stored as a nanosecond count past 1e9.
+    if nanosecond >= 1_000_000_000 {
+        second += 1;
+        nanosecond -= 1_000_000_000;
+    }
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |end: usize, digits: usize, mut value: u32| {
+        for at in (end - digits..end).rev() {
+            text[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(4, 4, year);
+    put(7, 2, time.month());
+    put(10, 2, time.day());
+    put(13, 2, time.hour());
+    put(16, 2, time.minute());
+    put(19, 2, second);
+    put(26, 6, nanosecond / 1000);
+    Some(text)
 }
 
 pub(crate) fn serialize_optional_time<S: Serializer>(
@@ -188,5 +221,41 @@ pub(crate) fn serialize_optional_time<S: Serializer>(
     match time {
         Some(time) => serialize_time(time, serializer),
         None => serializer.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, TimeZone};
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|day| day.and_hms_nano_opt(23, 59, 59, 1_999_999_999))
+            .expect("a valid leap second")
+            .and_utc();
+        let times = [
+            Utc::now(),
+            Utc.with_ymd_and_hms(2026, 11, 22, 18, 0, 3).unwrap(),
+            Utc.timestamp_opt(0, 1_000).unwrap(),
+            Utc.timestamp_opt(1_790_000_000, 999_999_999).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+            leap,
+        ];
+        for time in times {
+            let expected = serde_json::to_string(&time.to_rfc3339_opts(SecondsFormat::Micros, true)).unwrap();
+            let mut written = Vec::new();
+            serialize_time(&time, &mut serde_json::Serializer::new(&mut written)).unwrap();
+            assert_eq!(String::from_utf8(written).unwrap(), expected, "{time:?}");
+        }
+    }
+
+    #[test]
+    fn a_job_id_is_written_hyphenated() {
+        let id = JobId::generate();
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
     }
 }

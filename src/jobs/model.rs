@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{ErrorInfo, JobError, JobId, JobStatus, StageStatus};
@@ -150,6 +151,9 @@ pub struct JobModel {
     id: JobId,
     kind: Arc<str>,
     params: Arc<Value>,
+    /// `params` serialised once: they never change, and every published
+    /// state echoes them.
+    params_json: Arc<RawValue>,
     status: JobStatus,
     seq: u64,
     stages: Vec<Stage>,
@@ -174,10 +178,12 @@ pub struct JobModel {
 impl JobModel {
     /// A new queued job. Its first publish gives it `seq` 1.
     pub fn new(id: JobId, kind: Arc<str>, params: Arc<Value>, now: DateTime<Utc>) -> Self {
+        let params_json = serde_json::value::to_raw_value(&*params).expect("a JSON value always serialises");
         JobModel {
             id,
             kind,
             params,
+            params_json: Arc::from(params_json),
             status: JobStatus::Queued,
             seq: 0,
             stages: Vec::new(),
@@ -568,6 +574,7 @@ impl JobModel {
             rate: self.rate,
             eta_seconds: self.eta_seconds,
             params: &self.params,
+            params_json: &self.params_json,
             result: &self.result,
             error: self.error.as_ref(),
             created_at: self.created_at,
@@ -607,7 +614,11 @@ pub struct JobView<'a> {
     pub message: Option<&'a str>,
     pub rate: Option<f64>,
     pub eta_seconds: Option<f64>,
+    #[serde(skip)]
     pub params: &'a Value,
+    /// `params` as serialised when the job was created: written in their place.
+    #[serde(rename = "params")]
+    params_json: &'a RawValue,
     pub result: &'a Value,
     pub error: Option<&'a ErrorInfo>,
     #[serde(serialize_with = "super::serialize_time")]
@@ -833,6 +844,22 @@ mod tests {
             .as_f64()
             .unwrap();
         assert!((eta - 45.0).abs() < 1.0, "eta {eta}");
+    }
+
+    #[test]
+    fn params_are_echoed_as_given() {
+        let params = json!({"b": [1, 2.5, "x\n\u{e9}"], "a": {"nested": null}, "c": 1e300});
+        let mut model = JobModel::new(
+            JobId::generate(),
+            Arc::from("test"),
+            Arc::new(params.clone()),
+            Utc::now(),
+        );
+        model.prepare_publish(Instant::now(), Utc::now());
+        let json = serde_json::to_string(&model.view()).unwrap();
+        let expected = format!(",\"params\":{},\"result\":", serde_json::to_string(&params).unwrap());
+        assert!(json.contains(&expected), "{json}");
+        assert_eq!(serde_json::to_value(model.view()).unwrap()["params"], params);
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::metrics::Metrics;
 const JOB_CHANNEL_CAPACITY: usize = 32;
 /// The all-jobs channel carries every job's changes, so it is deeper.
 const ALL_CHANNEL_CAPACITY: usize = 4096;
+/// Room for a state to grow past the last one (a message, a result, an
+/// error) and, for a job's first state, room for all of a small job.
+const JSON_SLACK: usize = 512;
 
 pub struct MemoryStore {
     /// Jobs by id. A read lock finds a slot; writes only insert and remove.
@@ -99,9 +102,13 @@ impl MemoryStore {
     }
 
     /// Serialises the model's next state once and sends it to both channels.
-    fn publish(&self, model: &mut JobModel, now: Instant) -> Arc<Published> {
+    /// `previous_len`: the size of the job's last state, which the next one
+    /// is close to, so the JSON is written without reallocating.
+    fn publish(&self, model: &mut JobModel, now: Instant, previous_len: usize) -> Arc<Published> {
         model.prepare_publish(now, Utc::now());
-        let json = Bytes::from(serde_json::to_vec(&model.view()).expect("a job view always serialises"));
+        let mut json = Vec::with_capacity(previous_len + JSON_SLACK);
+        serde_json::to_writer(&mut json, &model.view()).expect("a job view always serialises");
+        let json = Bytes::from(json);
         let mut hub = self.hub();
         let event_id = hub.next_event_id;
         hub.next_event_id += 1;
@@ -122,7 +129,7 @@ impl MemoryStore {
     }
 
     fn publish_slot(&self, state: &mut SlotState, now: Instant) -> Arc<Published> {
-        let published = self.publish(&mut state.model, now);
+        let published = self.publish(&mut state.model, now, state.latest.json.len());
         state.latest = published.clone();
         state.dirty = false;
         state.last_publish = now;
@@ -141,7 +148,7 @@ impl Store for MemoryStore {
     fn insert(&self, mut model: JobModel) -> Arc<Published> {
         let id = model.id();
         let now = Instant::now();
-        let latest = self.publish(&mut model, now);
+        let latest = self.publish(&mut model, now, 0);
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState {
                 model,
