@@ -118,7 +118,10 @@ check generate-python-client generate_client
 # ---------------------------------------------------------------- the server
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URL="http://127.0.0.1:$PORT"
-"$BINARY" --listen "127.0.0.1:$PORT" --cancel-grace 1s --retry 200ms --keep-alive 250ms --log warn \
+# clients/kinds.toml adds one external kind (`ingest`) for the worker
+# operations; it declares no command kind, so no generated request runs a
+# program.
+"$BINARY" --listen "127.0.0.1:$PORT" --config "$HERE/kinds.toml" --cancel-grace 1s --retry 200ms --keep-alive 250ms --log warn \
     >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 stop_server() {

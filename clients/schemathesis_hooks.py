@@ -12,6 +12,15 @@ Two jobs:
    server runs (`GET /v1/kinds`), stage names are unique, and `fail_at` names
    a declared stage.
 
+   The worker operations (heartbeat, complete, fail) need a job of an
+   external kind and its worker token, which only createJob's `202` carries
+   and which no link of the spec can turn into an `Authorization` header. So
+   an auth provider (`WorkerToken`) gives most of their cases a fresh
+   `ingest` job (clients/kinds.toml) and its token: their `200`, `409` and
+   `422` answers get checked too, not only the `401`/`404` that a random id
+   without a token gets. For a positive heartbeat body `before_call` keeps
+   to the job's declared stages.
+
 2. Validate event streams as event streams. `sse_stream_conformance` parses
    every `text/event-stream` 200 response (schemathesis reads such a stream
    until it ends, `max-stream-events` events arrived, or the request timeout
@@ -25,8 +34,10 @@ and 503, `Allow` on 405).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import urllib.request
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -114,6 +125,73 @@ def _satisfy_demo_rules(body: Any) -> None:
         params["fail_at"] = names[0] if names else None
 
 
+# -- worker operations ------------------------------------------------------
+
+WORKER_OPERATIONS = ["workerHeartbeat", "workerComplete", "workerFail"]
+# The external kind of clients/kinds.toml and its declared stages.
+EXTERNAL_KIND = "ingest"
+EXTERNAL_PARAMS = {"url": "https://example.com/schemathesis.csv"}
+EXTERNAL_STAGES = ("download", "index")
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+# Every fourth worker case keeps its generated id and no token (an unknown job: 401 or 404).
+_worker_cases = itertools.count()
+# The jobs `WorkerToken` created, by id.
+_external_jobs: set[str] = set()
+
+
+def _create_external_job(case: Any) -> tuple[str, str]:
+    """Creates an `ingest` job on the server under test: its id and worker token."""
+    request = urllib.request.Request(
+        f"{case.operation.schema.get_base_url()}/v1/jobs",
+        data=json.dumps({"kind": EXTERNAL_KIND, "params": EXTERNAL_PARAMS}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - the server under test
+        job = json.load(response)
+    return job["id"], job["worker_token"]
+
+
+@schemathesis.auth(refresh_interval=None, retry_on=[]).apply_to(operation_id=WORKER_OPERATIONS)
+class WorkerToken:
+    """The `workerToken` scheme: a fresh `ingest` job for each case, and its token.
+
+    A worker token belongs to one job, so the case's `id` becomes that job's
+    too. Schemathesis applies no auth to cases that test a missing or
+    invalid `Authorization`, and this provider leaves alone a case whose
+    generated id is not a valid job id (it stays negative, as generated).
+    With explicit auth, the `ignored_auth` check also probes each worker
+    operation without a token (401) and with a wrong one (403).
+    """
+
+    def get(self, case: Any, context: Any) -> tuple[str, str] | None:
+        job_id = case.path_parameters.get("id") if isinstance(case.path_parameters, dict) else None
+        if not (isinstance(job_id, str) and _JOB_ID.fullmatch(job_id)) or next(_worker_cases) % 4 == 3:
+            return None
+        return _create_external_job(case)
+
+    def set(self, case: Any, data: tuple[str, str], context: Any) -> None:
+        job_id, token = data
+        _external_jobs.add(job_id)
+        case.path_parameters["id"] = job_id
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+
+
+def _satisfy_external_rules(case: Any) -> None:
+    """For a positive heartbeat body on an `ingest` job: the rules its kind adds.
+
+    JSON Schema cannot say them, as they depend on the job's kind: a kind
+    that declares stages (ingest does) refuses a `stages` declaration, and
+    `stage` must name one of its stages.
+    """
+    job_id = case.path_parameters.get("id") if isinstance(case.path_parameters, dict) else None
+    if job_id not in _external_jobs or not isinstance(case.body, dict) or not _is_valid_body(case):
+        return
+    case.body.pop("stages", None)
+    if "stage" in case.body and case.body["stage"] not in EXTERNAL_STAGES:
+        case.body["stage"] = EXTERNAL_STAGES[0]
+
+
 def _operation_id(case: Any) -> str | None:
     definition = getattr(case.operation, "definition", None)
     raw = getattr(definition, "raw", definition)
@@ -149,6 +227,8 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             case.query["wait_seconds"] = MAX_WAIT_SECONDS
         elif isinstance(value, str) and value.isdigit() and value.isascii() and int(value) > MAX_WAIT_SECONDS:
             case.query["wait_seconds"] = str(MAX_WAIT_SECONDS)
+    elif operation_id == "workerHeartbeat":
+        _satisfy_external_rules(case)
 
 
 # -- event streams ----------------------------------------------------------

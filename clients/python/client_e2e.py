@@ -5,7 +5,10 @@
 Uses the `jobcast_client` package that `openapi-python-client` generated
 (typed models and operation functions) for everything but the event stream,
 which it follows with `httpx-sse` over the generated client's httpx client,
-parsing each event's data with the generated `Job` model. Prints one
+parsing each event's data with the generated `Job` model. The worker calls
+of the external `ingest` kind (clients/kinds.toml) go through the generated
+`AuthenticatedClient`, which sends the job's `worker_token` as the bearer
+token of the spec's `workerToken` scheme. Prints one
 `PASS name` / `FAIL name` line per test and `N passed, N failed` last; exits
 non-zero if any failed.
 """
@@ -13,7 +16,9 @@ non-zero if any failed.
 from __future__ import annotations
 
 import json
+import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -21,24 +26,32 @@ from http import HTTPStatus
 
 import httpx
 from httpx_sse import connect_sse
-from jobcast_client import Client
+from jobcast_client import AuthenticatedClient, Client
 from jobcast_client.api.jobs import cancel_job, create_job, get_job, list_jobs
 from jobcast_client.api.kinds import list_kinds
+from jobcast_client.api.workers import worker_complete, worker_fail, worker_heartbeat
 from jobcast_client.models import (
+    Completion,
     ConflictProblem,
     CreateJobRequest,
     CreateJobRequestParamsType0,
     DemoParams,
     DemoStage,
+    Failure,
+    HeartbeatAnswer,
     Job,
     JobList,
     JobStatus,
     KindList,
     Problem,
+    ProgressReport,
+    StageStatus,
 )
-from jobcast_client.types import UNSET
+from jobcast_client.types import UNSET, Response
 
 TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+TIMEOUT = httpx.Timeout(30.0)
+BASE_URL = "http://127.0.0.1:8080"  # set by main()
 TESTS: list[Callable[[Client], None]] = []
 
 
@@ -263,9 +276,254 @@ def follow_by_long_poll(client: Client) -> None:
     assert final.seq == states[-1].seq and final.status == JobStatus.COMPLETED, final.seq
 
 
+# -- external workers (the `ingest` kind of clients/kinds.toml) --------------
+
+TOKEN = re.compile(r"jcw_[0-9a-f]{64}")
+
+
+def create_ingest(client: Client, url: str = "https://example.com/data.csv") -> tuple[Job, str]:
+    """Creates an ingest job: its first state and the worker token only this answer carries."""
+    body = CreateJobRequest(kind="ingest", params=CreateJobRequestParamsType0.from_dict({"url": url}))
+    response = create_job.sync_detailed(client=client, body=body)
+    assert response.status_code == HTTPStatus.ACCEPTED, (response.status_code, response.content)
+    job = response.parsed
+    assert isinstance(job, Job), job
+    assert job.kind == "ingest" and job.status == JobStatus.QUEUED and job.seq == 1, job
+    assert isinstance(job.worker_token, str) and TOKEN.fullmatch(job.worker_token), job.worker_token
+    return job, job.worker_token
+
+
+def worker(token: str, **kwargs: object) -> AuthenticatedClient:
+    """The generated client for the `workerToken` scheme: `Authorization: Bearer <token>`."""
+    return AuthenticatedClient(
+        base_url=BASE_URL,
+        token=token,
+        timeout=TIMEOUT,
+        raise_on_unexpected_status=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def heartbeat(token: str, job: Job, **report: object) -> bool:
+    """A heartbeat with `report` as its body; answers `cancel_requested`.
+
+    Always sends a body (at least `{}`): the generated function sets
+    `Content-Type: application/json` even when it sends no body.
+    """
+    body = ProgressReport(**report)  # type: ignore[arg-type]
+    with worker(token) as client:
+        response = worker_heartbeat.sync_detailed(job.id, client=client, body=body)
+    assert response.status_code == HTTPStatus.OK, (response.status_code, response.content)
+    answer = response.parsed
+    assert isinstance(answer, HeartbeatAnswer), answer
+    return answer.cancel_requested
+
+
+def assert_problem(response: Response, status: HTTPStatus, kind: str) -> Problem:
+    assert response.status_code == status, (response.status_code, response.content)
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    problem = response.parsed
+    assert isinstance(problem, Problem), type(problem)
+    assert problem.status == status and problem.type_ == f"urn:jobcast:problem:{kind}", problem
+    return problem
+
+
+def assert_job_ended(response: Response, job: Job, status: JobStatus) -> Job:
+    """A 409 for a worker call on an ended job: the problem's `job` is the final job."""
+    assert response.status_code == HTTPStatus.CONFLICT, (response.status_code, response.content)
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    problem = response.parsed
+    assert isinstance(problem, ConflictProblem), type(problem)
+    assert problem.status == 409 and problem.type_ == "urn:jobcast:problem:conflict", problem
+    assert problem.job.id == job.id and problem.job.status == status, problem.job
+    assert problem.job.worker_token is UNSET, "a 409 shows the worker token"
+    return problem.job
+
+
+@test
+def kinds_include_external_ingest(client: Client) -> None:
+    kinds = list_kinds.sync(client=client)
+    assert isinstance(kinds, KindList), kinds
+    ingest = next(kind for kind in kinds.kinds if kind.name == "ingest")
+    assert ingest.external is True, ingest.external
+    assert ingest.params_schema.to_dict()["required"] == ["url"], ingest.params_schema
+    assert re.search(ingest.params_schema.to_dict()["properties"]["url"]["pattern"], ingest.example.to_dict()["url"])
+    demo = next(kind for kind in kinds.kinds if kind.name == "demo")
+    assert demo.external in (False, UNSET), demo.external
+    # No command kind here: every kind but demo is external (schemathesis creates jobs of every kind).
+    assert all(kind.external is True for kind in kinds.kinds if kind.name != "demo"), kinds
+
+
+@test
+def worker_reports_and_completes(client: Client) -> None:
+    job, token = create_ingest(client)
+    # The token is shown once: reads and lists never carry it.
+    assert fetch(client, job).worker_token is UNSET, "a read shows the worker token"
+    listed = list_jobs.sync(client=client, kind=["ingest"], limit=1000)
+    assert isinstance(listed, JobList) and job.id in [item.id for item in listed.jobs], listed
+    assert all(item.worker_token is UNSET for item in listed.jobs), "a list shows a worker token"
+
+    # The first heartbeat starts the job; its report is applied.
+    cancel = heartbeat(token, job, stage="download", current=5, total=20, unit="bytes", message="data.csv")
+    assert cancel is False, cancel
+    running = wait_for(client, job, lambda j: j.stage is not None and j.stage.current == 5)
+    assert running.status == JobStatus.RUNNING and running.started_at is not None, running
+    assert running.stage is not None, running
+    assert (running.stage.name, running.stage.index, running.stage.count) == ("download", 0, 2), running.stage
+    assert (running.stage.total, running.stage.unit, running.message) == (20, "bytes", "data.csv"), running
+    assert [(s.name, s.status) for s in running.stages] == [
+        ("download", StageStatus.RUNNING),
+        ("index", StageStatus.PENDING),
+    ], running.stages
+    # download weighs 1 of 4: 5/20 of it is 1/16 of the job.
+    assert abs(running.progress - 1 / 16) < 1e-9, running.progress
+    assert running.worker_token is UNSET, "a read shows the worker token"
+
+    assert heartbeat(token, job, stage="index", current=1, total=4) is False
+    indexing = wait_for(client, running, lambda j: j.stage is not None and j.stage.name == "index")
+    assert indexing.status == JobStatus.RUNNING and indexing.stages[0].status == StageStatus.DONE, indexing
+    assert heartbeat(token, job) is False, "an empty report"
+    with worker(token) as auth:
+        # The spec lets a heartbeat leave the body out, with no Content-Type (the generated
+        # function cannot: it always sets one), so this one goes through its httpx client.
+        bare = auth.get_httpx_client().post(f"/v1/jobs/{job.id}/heartbeat")
+    assert bare.status_code == HTTPStatus.OK and bare.json() == {"cancel_requested": False}, bare.content
+
+    result = {"rows": 1200, "bytes": 20}
+    with worker(token) as auth:
+        response = worker_complete.sync_detailed(job.id, client=auth, body=Completion(result=result))
+    assert response.status_code == HTTPStatus.OK, (response.status_code, response.content)
+    done = response.parsed
+    assert isinstance(done, Job), done
+    assert done.status == JobStatus.COMPLETED and done.result == result and done.progress == 1.0, done
+    assert done.finished_at is not None and done.error is None, done
+    assert all(stage.status == StageStatus.DONE for stage in done.stages), done.stages
+    final = fetch(client, job)
+    assert final.status == JobStatus.COMPLETED and final.seq == done.seq and final.result == result, final
+
+    # The job ended: every worker call is a 409 with the final job, and changes nothing.
+    with worker(token) as auth:
+        assert_job_ended(
+            worker_heartbeat.sync_detailed(job.id, client=auth, body=ProgressReport(current=9)),
+            job,
+            JobStatus.COMPLETED,
+        )
+        assert_job_ended(
+            worker_complete.sync_detailed(job.id, client=auth, body=Completion(result=None)), job, JobStatus.COMPLETED
+        )
+        ended = assert_job_ended(
+            worker_fail.sync_detailed(job.id, client=auth, body=Failure()), job, JobStatus.COMPLETED
+        )
+    assert ended.seq == done.seq and ended.result == result, ended
+    assert fetch(client, job).seq == done.seq, "a refused call changed the job"
+
+
+@test
+def worker_acknowledges_cancel(client: Client) -> None:
+    job, token = create_ingest(client)
+    assert heartbeat(token, job, stage="download", current=1, total=10) is False
+    running = wait_for(client, job, lambda j: j.status == JobStatus.RUNNING)
+
+    # The cancel waits for the worker, so it runs in a thread of its own (own connection).
+    answers: list[object] = []
+
+    def cancel() -> None:
+        try:
+            with Client(base_url=BASE_URL, timeout=TIMEOUT, raise_on_unexpected_status=True) as other:
+                answers.append(cancel_job.sync_detailed(job.id, client=other))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+            answers.append(exc)
+
+    thread = threading.Thread(target=cancel, name="cancel", daemon=True)
+    thread.start()
+    cancelling = wait_for(client, running, lambda j: j.status != JobStatus.RUNNING, seconds=5)
+    assert cancelling.status == JobStatus.CANCELLING, cancelling.status
+    assert thread.is_alive(), f"the cancel answered before the worker acknowledged: {answers}"
+
+    # The next heartbeat is the acknowledgement.
+    assert heartbeat(token, job, current=2) is True, "the heartbeat after a cancel did not ask to stop"
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the cancel did not answer after the acknowledgement"
+    (response,) = answers
+    assert isinstance(response, Response), response
+    assert response.status_code == HTTPStatus.OK, (response.status_code, response.content)
+    cancelled = response.parsed
+    assert isinstance(cancelled, Job) and cancelled.status == JobStatus.CANCELLED, cancelled
+    assert cancelled.error is not None and cancelled.error.code == "cancelled", cancelled.error
+    assert cancelled.error.stage == "download" and cancelled.error.retryable is False, cancelled.error
+    assert cancelled.finished_at is not None and cancelled.worker_token is UNSET, cancelled
+
+    # The worker stops: a later call is a 409 with the cancelled job.
+    with worker(token) as auth:
+        ended = assert_job_ended(
+            worker_heartbeat.sync_detailed(job.id, client=auth, body=ProgressReport()), job, JobStatus.CANCELLED
+        )
+    assert ended.seq == cancelled.seq, (ended.seq, cancelled.seq)
+
+
+@test
+def worker_tokens_are_checked(client: Client) -> None:
+    job, token = create_ingest(client)
+    other, other_token = create_ingest(client, "https://example.com/other.csv")
+    calls = [
+        lambda auth, id: worker_heartbeat.sync_detailed(id, client=auth, body=ProgressReport(current=1)),
+        lambda auth, id: worker_complete.sync_detailed(id, client=auth, body=Completion(result=1)),
+        lambda auth, id: worker_fail.sync_detailed(id, client=auth, body=Failure(code="oops")),
+    ]
+    for call in calls:
+        # Another job's token, or a well-formed token of no job: 403.
+        for wrong in (other_token, "jcw_" + "0" * 64):
+            with worker(wrong) as auth:
+                assert_problem(call(auth, job.id), HTTPStatus.FORBIDDEN, "forbidden")
+        # No token (the plain client), or not a bearer token: 401 with WWW-Authenticate.
+        for unauthenticated in (
+            Client(base_url=BASE_URL, timeout=TIMEOUT, raise_on_unexpected_status=True),
+            worker(token, prefix="Basic"),
+        ):
+            with unauthenticated as auth:
+                response = call(auth, job.id)
+            assert_problem(response, HTTPStatus.UNAUTHORIZED, "unauthorized")
+            assert response.headers["www-authenticate"].startswith("Bearer"), response.headers
+        # A job that does not exist: 404.
+        with worker(token) as auth:
+            assert_problem(call(auth, "01a00000-0000-7000-8000-000000000000"), HTTPStatus.NOT_FOUND, "not-found")
+    # A demo job has no worker: 403 whatever the token.
+    demo = create(client, stages=[("only", 1.0, 1)], step_ms=0)
+    with worker(token) as auth:
+        assert_problem(calls[0](auth, demo.id), HTTPStatus.FORBIDDEN, "forbidden")
+
+    # None of it changed either job.
+    for untouched in (job, other):
+        state = fetch(client, untouched)
+        assert state.status == JobStatus.QUEUED and state.seq == 1 and state.started_at is None, state
+
+    # A reserved code is refused (422) and changes nothing; the worker's own code ends the job.
+    with worker(token) as auth:
+        refused = worker_fail.sync_detailed(job.id, client=auth, body=Failure(code="heartbeat_timeout"))
+        assert_problem(refused, HTTPStatus.UNPROCESSABLE_ENTITY, "unprocessable-entity")
+        response = worker_fail.sync_detailed(
+            job.id, client=auth, body=Failure(code="disk_full", message="no space left", retryable=True)
+        )
+    assert response.status_code == HTTPStatus.OK, (response.status_code, response.content)
+    failed = response.parsed
+    assert isinstance(failed, Job) and failed.status == JobStatus.FAILED, failed
+    assert failed.error is not None, failed
+    assert (failed.error.code, failed.error.message, failed.error.retryable) == ("disk_full", "no space left", True), (
+        failed.error
+    )
+    # The other job's worker gives up with the defaults.
+    with worker(other_token) as auth:
+        response = worker_fail.sync_detailed(other.id, client=auth, body=Failure())
+        assert response.status_code == HTTPStatus.OK and isinstance(response.parsed, Job), response.content
+        assert response.parsed.error is not None and response.parsed.error.code == "worker_failed", response.parsed
+        # A second end is a 409 with the failed job.
+        assert_job_ended(worker_fail.sync_detailed(other.id, client=auth, body=Failure()), other, JobStatus.FAILED)
+
+
 def main() -> int:
-    base_url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080"
-    client = Client(base_url=base_url, timeout=httpx.Timeout(30.0), raise_on_unexpected_status=True)
+    global BASE_URL
+    BASE_URL = sys.argv[1] if len(sys.argv) > 1 else BASE_URL
+    client = Client(base_url=BASE_URL, timeout=TIMEOUT, raise_on_unexpected_status=True)
     passed = failed = 0
     with client:
         for func in TESTS:

@@ -57,8 +57,9 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// A JSON body that may be left out altogether (no `Content-Type` and no
-/// body), which then reads as `T::default()`.
+/// A JSON body that may be left out, which then reads as `T::default()`:
+/// an empty body, whatever the `Content-Type` (generated clients send
+/// `application/json` with nothing after it).
 pub struct OptionalJsonBody<T>(T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
@@ -66,11 +67,12 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
 
     async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
         let headers = request.headers();
-        let no_length = headers
-            .get(CONTENT_LENGTH)
-            .map_or(true, |length| length.as_bytes() == b"0");
-        let absent = headers.get(CONTENT_TYPE).is_none() && no_length && headers.get(TRANSFER_ENCODING).is_none();
-        if absent {
+        // In HTTP/1.1 a request with neither header has no body.
+        let empty = match headers.get(CONTENT_LENGTH) {
+            Some(length) => length.as_bytes() == b"0",
+            None => headers.get(TRANSFER_ENCODING).is_none(),
+        };
+        if empty {
             return Ok(OptionalJsonBody(T::default()));
         }
         let JsonBody(body) = JsonBody::from_request(request, app).await?;
@@ -119,8 +121,7 @@ pub async fn complete(
 pub struct Failure {
     code: Option<String>,
     message: Option<String>,
-    #[serde(default)]
-    retryable: bool,
+    retryable: Option<bool>,
 }
 
 const DEFAULT_FAILURE_CODE: &str = "worker_failed";
@@ -147,7 +148,7 @@ impl Failure {
         let message = self
             .message
             .unwrap_or_else(|| "the worker reported a failure".to_owned());
-        Ok(JobError::new(code, message).retryable(self.retryable))
+        Ok(JobError::new(code, message).retryable(self.retryable.unwrap_or(false)))
     }
 }
 

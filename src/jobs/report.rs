@@ -6,7 +6,8 @@
 //! What the fields mean is documented once, in docs/KINDS.md; the command
 //! and worker kinds only say where reports come from.
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 use super::context::JobContext;
 use super::model::StageSpec;
@@ -31,7 +32,8 @@ impl From<&StageDecl> for StageSpec {
     }
 }
 
-/// A progress report: every field optional, all of them applied together.
+/// A progress report: every field optional (`null` counts as left out),
+/// all of them applied together.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressReport {
@@ -40,8 +42,10 @@ pub struct ProgressReport {
     /// Starts this stage, unless it is already the running one.
     pub stage: Option<String>,
     /// The running stage's counter.
+    #[serde(default, deserialize_with = "whole_number")]
     pub current: Option<u64>,
     /// The running stage's total.
+    #[serde(default, deserialize_with = "whole_number")]
     pub total: Option<u64>,
     /// The running stage's unit, when the report starts a stage.
     pub unit: Option<String>,
@@ -49,6 +53,27 @@ pub struct ProgressReport {
     pub message: Option<String>,
     /// For a job without stages: the fraction done, 0 to 1.
     pub fraction: Option<f64>,
+}
+
+/// A count: a whole number from 0 to 2^64 - 1, which JSON may write as
+/// `2.0` (JSON Schema calls that an integer too).
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_u64() {
+        return Ok(Some(whole));
+    }
+    match number.as_f64() {
+        // 2^64 itself is the first float past u64::MAX.
+        Some(float) if float.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&float) => {
+            Ok(Some(float as u64))
+        }
+        _ => Err(D::Error::custom(format!(
+            "{number} is not a whole number from 0 to {}",
+            u64::MAX
+        ))),
+    }
 }
 
 /// Applies reports to one job, remembering which stage is running so that a
@@ -135,5 +160,33 @@ impl Reporter {
             self.ctx.set_fraction(fraction);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_may_be_written_as_whole_floats_and_null_means_left_out() {
+        let report: ProgressReport =
+            serde_json::from_str(r#"{"current": 2.0, "total": 1e3, "message": null, "stage": null}"#).unwrap();
+        assert_eq!(report.current, Some(2));
+        assert_eq!(report.total, Some(1000));
+        assert_eq!(report.message, None);
+        let max: ProgressReport = serde_json::from_str(r#"{"current": 18446744073709551615}"#).unwrap();
+        assert_eq!(max.current, Some(u64::MAX));
+        for bad in [
+            r#"{"current": 2.5}"#,
+            r#"{"current": -1}"#,
+            r#"{"current": 18446744073709551616}"#,
+            r#"{"total": "3"}"#,
+            r#"{"other": 1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ProgressReport>(bad).is_err(),
+                "{bad} was accepted"
+            );
+        }
     }
 }

@@ -131,6 +131,61 @@ async fn a_worker_starts_reports_and_completes_its_job() {
 }
 
 #[tokio::test]
+async fn nulls_count_as_left_out_and_counts_may_be_whole_floats() {
+    let app = spawn(test_config(), "30s").await;
+    let (job, token) = create_ingest(&app).await;
+    let id = id_of(&job);
+    let report =
+        json!({"stage": "download", "current": 7.0, "total": 1e2, "unit": null, "message": null, "stages": null});
+    let (status, answer) = call(&app, &id, "heartbeat", Some(&token), report).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"cancel_requested": false})));
+    let mut running = app.wait_for_status(&id, "running").await;
+    while running["stage"]["current"] != 7 {
+        running = app.get_job_after(&id, running["seq"].as_u64().unwrap()).await;
+    }
+    assert_eq!(running["stage"]["total"], 100);
+    let (status, failed) = call(
+        &app,
+        &id,
+        "fail",
+        Some(&token),
+        json!({"code": null, "message": null, "retryable": null}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(failed["error"]["code"], "worker_failed");
+    assert_eq!(failed["error"]["retryable"], false);
+}
+
+#[tokio::test]
+async fn an_empty_body_is_no_body_whatever_its_content_type() {
+    let app = spawn(test_config(), "30s").await;
+    let (job, token) = create_ingest(&app).await;
+    let id = id_of(&job);
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/heartbeat")))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/complete")))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let done: Value = response.json().await.unwrap();
+    assert_eq!((&done["status"], &done["result"]), (&json!("completed"), &Value::Null));
+}
+
+#[tokio::test]
 async fn a_heartbeat_may_have_no_body() {
     let app = spawn(test_config(), "30s").await;
     let (job, token) = create_ingest(&app).await;
