@@ -105,11 +105,6 @@ impl Reporter {
         Ok(())
     }
 
-    /// The job's context.
-    pub fn context(&self) -> &JobContext {
-        &self.ctx
-    }
-
     /// Declares `stages` and starts the first, for kinds that declare their
     /// stages up front.
     pub fn declare_and_start(&mut self, stages: &[StageDecl]) -> Result<(), JobError> {

@@ -928,11 +928,6 @@ struct Session<'a> {
     /// Whether the job has stages (the kind's or reported ones): decides
     /// what a `percent` match sets.
     has_stages: bool,
-    /// The running stage as this session last started it, mirroring the
-    /// reporter's, for percent matches that give no stage.
-    running_stage: Option<String>,
-    /// The stage whose unit a percent match has set to `%`.
-    percent_stage: Option<String>,
     invalid_reports: u32,
 }
 
@@ -945,18 +940,13 @@ impl<'a> Session<'a> {
             result: None,
             error: None,
             has_stages: false,
-            running_stage: None,
-            percent_stage: None,
             invalid_reports: 0,
         }
     }
 
     fn declare_stages(&mut self, stages: &[StageDecl]) {
         match self.reporter.declare_and_start(stages) {
-            Ok(()) => {
-                self.has_stages = true;
-                self.running_stage = stages.first().map(|stage| stage.name.clone());
-            }
+            Ok(()) => self.has_stages = true,
             Err(error) => self.invalid(&format!("the kind's stages: {error}")),
         }
     }
@@ -999,9 +989,6 @@ impl<'a> Session<'a> {
                 if report.stages.as_ref().is_some_and(|stages| !stages.is_empty()) {
                     self.has_stages = true;
                 }
-                if let Some(stage) = &report.stage {
-                    self.running_stage = Some(stage.clone());
-                }
             }
             Err(error) => self.invalid(&error.message),
         }
@@ -1029,16 +1016,6 @@ impl<'a> Session<'a> {
                 report.current = Some(percent.round() as u64);
                 report.total = Some(100);
                 report.unit = Some("%".to_owned());
-                let starts_a_stage = report.stage.is_some() && report.stage != self.running_stage;
-                if !starts_a_stage && self.percent_stage != self.running_stage {
-                    // The stage runs already, so the report's unit would not
-                    // reach it: set total and unit on it directly.
-                    if let Some(running) = self.running_stage.clone() {
-                        if let Err(error) = self.reporter.context().start_stage(&running, Some(100), Some("%")) {
-                            self.invalid(&error.message);
-                        }
-                    }
-                }
             }
         } else if !self.has_stages && report.stage.is_none() {
             if let (Some(current), Some(total)) = (found.current, found.total) {
@@ -1051,9 +1028,6 @@ impl<'a> Session<'a> {
             report.total = found.total;
         }
         self.apply(&report);
-        if report.unit.is_some() {
-            self.percent_stage = self.running_stage.clone();
-        }
     }
 
     /// An invalid report does not stop the job: it is noted in the tail
