@@ -305,7 +305,7 @@ impl JobStream {
                     // The job was removed without our seeing its end.
                     Err(RecvError::Closed) => return None,
                 },
-                held = Self::held_due(&mut self.pacing) => self.offer(held),
+                held = Self::held_due(&mut self.pacing), if self.pacing.is_some() => self.offer(held),
                 _ = keep_alive_tick(&mut self.common.keep_alive) => return Some(Bytes::from_static(KEEP_ALIVE)),
                 _ = self.common.app.closing.cancelled() => return None,
             };
