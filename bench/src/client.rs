@@ -78,18 +78,7 @@ pub async fn request(endpoint: &Endpoint, method: &str, path: &str, json: Option
         head.push_str(json);
     }
     stream.write_all(head.as_bytes()).await?;
-    let mut raw = Vec::with_capacity(4096);
-    let (status, framing, body_start) = loop {
-        if let Some(parsed) = parse_head(&raw)? {
-            break parsed;
-        }
-        if stream.read_buf(&mut raw).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed in the head",
-            ));
-        }
-    };
+    let (raw, (status, framing, body_start)) = read_head(&mut stream, 4096).await?;
     let mut body = Vec::new();
     let mut decoder = Decoder::new(framing);
     let mut done = decoder.feed(&raw[body_start..], &mut body);
@@ -110,6 +99,23 @@ enum Framing {
     Length(usize),
     Chunked,
     Close,
+}
+
+/// Reads until the response head is complete: what was read (the head and
+/// any of the body after it) and the parsed head.
+async fn read_head(stream: &mut TcpStream, capacity: usize) -> io::Result<(Vec<u8>, (u16, Framing, usize))> {
+    let mut raw = Vec::with_capacity(capacity);
+    loop {
+        if let Some(parsed) = parse_head(&raw)? {
+            return Ok((raw, parsed));
+        }
+        if stream.read_buf(&mut raw).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed in the head",
+            ));
+        }
+    }
 }
 
 /// Parses a response head; `None` until it is complete.
@@ -279,18 +285,7 @@ impl EventStream {
         }
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).await?;
-        let mut raw = Vec::with_capacity(read_buffer);
-        let (status, framing, body_start) = loop {
-            if let Some(parsed) = parse_head(&raw)? {
-                break parsed;
-            }
-            if stream.read_buf(&mut raw).await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed in the head",
-                ));
-            }
-        };
+        let (raw, (status, framing, body_start)) = read_head(&mut stream, read_buffer).await?;
         let mut decoder = Decoder::new(framing);
         let mut pending = Vec::with_capacity(read_buffer);
         let finished = decoder.feed(&raw[body_start..], &mut pending);

@@ -467,46 +467,13 @@ pub async fn fanout(server: &Server, target: Target, spec: &Fanout, common: &Com
             ))
         })
         .collect();
-    let all_ready = run
-        .wait_ready(spec.subscribers, delay_ends + Duration::from_secs(30))
-        .await;
-    let ready_at = client::now_micros();
-    if !all_ready {
-        report.failures.push(format!(
-            "only {} of {} streams connected",
-            run.ready.get(),
-            spec.subscribers
-        ));
-    }
-    let cpu_before = procfs::cpu_seconds(server.pid).unwrap_or(0.0);
-    let client_cpu_before = own_cpu();
-    let wait_before = procfs::run_delay_seconds(server.pid).unwrap_or(0.0);
-    let job_time = Duration::from_millis(spec.steps * spec.step_ms.max(1) * 3);
-    let seen = join_all(handles, delay_ends + job_time + Duration::from_secs(60)).await;
-    report.server_cpu_s = procfs::cpu_seconds(server.pid).unwrap_or(0.0) - cpu_before;
-    report.client_cpu_s = own_cpu() - client_cpu_before;
-    report.server_wait_s = procfs::run_delay_seconds(server.pid).unwrap_or(0.0) - wait_before;
-    report.peak_rss_mib = mib(procfs::peak_rss_bytes(server.pid).unwrap_or(0));
-    report.rss_after_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
-    report.terminal_expected = spec.subscribers as u64;
-    fill_stats(&mut report, &run);
+    let seen = follow_to_end(&mut report, server, &run, handles, delay_ends).await;
     let first_live_at = run.stats.borrow().first_live_at;
     let terminal_at = seen.iter().filter_map(|seen| seen.terminal_at).max();
     if let (Some(first), Some(last)) = (first_live_at, terminal_at) {
         report.job_duration_s = Some((last - first) as f64 / 1e6);
     }
-    report.slack_ms = first_live_at.map(|first| (first - ready_at) as f64 / 1000.0);
-    if report.events_delivered > 0 {
-        report.cpu_us_per_event = Some(report.server_cpu_s * 1e6 / report.events_delivered as f64);
-    }
-    report.check_invariants();
-    if report.late_subscribers > 0 {
-        report.failures.push(format!(
-            "{} streams connected after the job started (raise --delay-ms)",
-            report.late_subscribers
-        ));
-    }
-    report.wall_s = started.elapsed().as_secs_f64();
+    finish_streams_run(&mut report, started);
     report
 }
 
@@ -577,25 +544,7 @@ pub async fn many_jobs(server: &Server, target: Target, spec: &ManyJobs, common:
         })
         .collect();
     let delay_ends = first_created + Duration::from_millis(base_delay);
-    let all_ready = run.wait_ready(spec.jobs, delay_ends + Duration::from_secs(30)).await;
-    let ready_at = client::now_micros();
-    if !all_ready {
-        report
-            .failures
-            .push(format!("only {} of {} streams connected", run.ready.get(), spec.jobs));
-    }
-    let cpu_before = procfs::cpu_seconds(server.pid).unwrap_or(0.0);
-    let client_cpu_before = own_cpu();
-    let wait_before = procfs::run_delay_seconds(server.pid).unwrap_or(0.0);
-    let job_time = Duration::from_millis(spec.steps * spec.step_ms.max(1) * 3);
-    let seen = join_all(handles, delay_ends + job_time + Duration::from_secs(60)).await;
-    report.server_cpu_s = procfs::cpu_seconds(server.pid).unwrap_or(0.0) - cpu_before;
-    report.client_cpu_s = own_cpu() - client_cpu_before;
-    report.server_wait_s = procfs::run_delay_seconds(server.pid).unwrap_or(0.0) - wait_before;
-    report.peak_rss_mib = mib(procfs::peak_rss_bytes(server.pid).unwrap_or(0));
-    report.rss_after_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
-    report.terminal_expected = spec.jobs as u64;
-    fill_stats(&mut report, &run);
+    let seen = follow_to_end(&mut report, server, &run, handles, delay_ends).await;
     let durations = seen
         .iter()
         .filter_map(|seen| match (seen.first_live_at, seen.terminal_at) {
@@ -603,11 +552,54 @@ pub async fn many_jobs(server: &Server, target: Target, spec: &ManyJobs, common:
             _ => None,
         });
     report.job_duration_s = crate::report::median(durations);
+    finish_streams_run(&mut report, started);
+    report
+}
+
+/// The part of a fan-out or many-jobs run after its streams are started:
+/// waits until every stream has its snapshot (failing the run if some do
+/// not by 30 s after the job's delay ends), then until every stream ends
+/// (given three times the job's nominal length, plus a minute), and takes
+/// the server's CPU, waiting and memory over that time, and the streams'
+/// statistics.
+async fn follow_to_end(
+    report: &mut RunReport,
+    server: &Server,
+    run: &Run,
+    handles: Vec<JoinHandle<Seen>>,
+    delay_ends: Instant,
+) -> Vec<Seen> {
+    let streams = handles.len();
+    let all_ready = run.wait_ready(streams, delay_ends + Duration::from_secs(30)).await;
+    let ready_at = client::now_micros();
+    if !all_ready {
+        report
+            .failures
+            .push(format!("only {} of {} streams connected", run.ready.get(), streams));
+    }
+    let cpu_before = procfs::cpu_seconds(server.pid).unwrap_or(0.0);
+    let client_cpu_before = own_cpu();
+    let wait_before = procfs::run_delay_seconds(server.pid).unwrap_or(0.0);
+    let job_time = Duration::from_millis(report.steps * report.step_ms.max(1) * 3);
+    let seen = join_all(handles, delay_ends + job_time + Duration::from_secs(60)).await;
+    report.server_cpu_s = procfs::cpu_seconds(server.pid).unwrap_or(0.0) - cpu_before;
+    report.client_cpu_s = own_cpu() - client_cpu_before;
+    report.server_wait_s = procfs::run_delay_seconds(server.pid).unwrap_or(0.0) - wait_before;
+    report.peak_rss_mib = mib(procfs::peak_rss_bytes(server.pid).unwrap_or(0));
+    report.rss_after_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
+    report.terminal_expected = streams as u64;
+    fill_stats(report, run);
     report.slack_ms = run
         .stats
         .borrow()
         .first_live_at
         .map(|first| (first - ready_at) as f64 / 1000.0);
+    seen
+}
+
+/// CPU per delivered event, the invariants, streams that connected late
+/// and the wall time: the end of a fan-out or many-jobs run.
+fn finish_streams_run(report: &mut RunReport, started: Instant) {
     if report.events_delivered > 0 {
         report.cpu_us_per_event = Some(report.server_cpu_s * 1e6 / report.events_delivered as f64);
     }
@@ -619,7 +611,6 @@ pub async fn many_jobs(server: &Server, target: Target, spec: &ManyJobs, common:
         ));
     }
     report.wall_s = started.elapsed().as_secs_f64();
-    report
 }
 
 /// Idle: `streams` open streams on a job that publishes nothing for an hour.
