@@ -61,9 +61,14 @@ async fn create_ingest(app: &TestApp) -> (Value, String) {
     (job, token)
 }
 
+/// A POST to a worker endpoint, to be finished by the caller.
+fn worker_request(app: &TestApp, id: &str, action: &str) -> reqwest::RequestBuilder {
+    app.client.post(app.url(&format!("/v1/jobs/{id}/{action}")))
+}
+
 /// POSTs `body` to a worker endpoint with `token` (None: no Authorization).
 async fn call(app: &TestApp, id: &str, action: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-    let mut request = app.client.post(app.url(&format!("/v1/jobs/{id}/{action}"))).json(&body);
+    let mut request = worker_request(app, id, action).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -162,9 +167,7 @@ async fn an_empty_body_is_no_body_whatever_its_content_type() {
     let app = spawn(test_config(), "30s").await;
     let (job, token) = create_ingest(&app).await;
     let id = id_of(&job);
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/heartbeat")))
+    let response = worker_request(&app, &id, "heartbeat")
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .header("content-length", "0")
@@ -172,9 +175,7 @@ async fn an_empty_body_is_no_body_whatever_its_content_type() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/complete")))
+    let response = worker_request(&app, &id, "complete")
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .send()
@@ -190,9 +191,7 @@ async fn a_heartbeat_may_have_no_body() {
     let app = spawn(test_config(), "30s").await;
     let (job, token) = create_ingest(&app).await;
     let id = id_of(&job);
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/heartbeat")))
+    let response = worker_request(&app, &id, "heartbeat")
         .bearer_auth(&token)
         .send()
         .await
@@ -238,9 +237,7 @@ async fn calls_without_the_jobs_token_are_refused_and_change_nothing() {
     }
 
     // The token is checked before the body is read.
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/heartbeat")))
+    let response = worker_request(&app, &id, "heartbeat")
         .bearer_auth(&other_token)
         .header("content-type", "application/json")
         .body("{not json")
@@ -248,9 +245,7 @@ async fn calls_without_the_jobs_token_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/heartbeat")))
+    let response = worker_request(&app, &id, "heartbeat")
         .header("authorization", b"Bearer \xff\xfe".as_slice())
         .send()
         .await
@@ -291,9 +286,7 @@ async fn bad_worker_bodies_get_problems_and_the_job_goes_on() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{action} {body}: {problem}");
         assert_eq!(problem["status"], 422);
     }
-    let response = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/heartbeat")))
+    let response = worker_request(&app, &id, "heartbeat")
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .body("{\"current\": ")
