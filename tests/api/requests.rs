@@ -1242,3 +1242,25 @@ async fn wait_for_stage(app: &TestApp, id: &str, stage: &str) -> u64 {
     .await;
     app.get_job(id).await["seq"].as_u64().unwrap()
 }
+
+#[tokio::test]
+async fn a_request_head_over_8_kib_is_refused_with_431_and_other_requests_go_on() {
+    let app = TestApp::spawn().await;
+    let job = id_of(&app.create_demo(demo(2, 20)).await);
+    let response = send(
+        app.client
+            .get(app.url(&format!("/v1/jobs/{job}")))
+            .header("x-padding", "a".repeat(9000)),
+    )
+    .await;
+    assert_eq!(response.status(), 431);
+    // A head that fits is served as usual, and the job was not disturbed.
+    let response = send(
+        app.client
+            .get(app.url(&format!("/v1/jobs/{job}")))
+            .header("x-padding", "a".repeat(6000)),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.get_job_when_terminal(&job).await["status"], "completed");
+}
