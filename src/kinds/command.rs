@@ -450,27 +450,31 @@ impl CommandKind {
             .process_group(0);
         let progress_pipe = match self.progress {
             ProgressSource::Fd => {
-                let (read, write) = progress_pipe().map_err(spawn_failed)?;
-                let write_fd = write.as_raw_fd();
                 command.env("JOBCAST_PROGRESS_FD", PROGRESS_FD.to_string());
-                // SAFETY: the closure runs in the forked child between fork
-                // and exec, where only async-signal-safe calls are allowed;
-                // dup2 is one, and it touches nothing but fd numbers. The
-                // write end is close-on-exec (and numbered above 2, so std's
-                // stdio setup cannot overwrite it): only this child gets it,
-                // at PROGRESS_FD, which dup2 leaves open across exec.
-                unsafe {
-                    command.pre_exec(move || {
-                        if libc::dup2(write_fd, PROGRESS_FD) == -1 {
-                            return Err(io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-                Some((read, write))
+                Some(progress_pipe().map_err(spawn_failed)?)
             }
             ProgressSource::Stdout | ProgressSource::None => None,
         };
+        let progress_write_fd = progress_pipe.as_ref().map(|(_, write)| write.as_raw_fd());
+        // SAFETY: the closure runs in the forked child between fork and
+        // exec, where only async-signal-safe calls are allowed; dup2 and
+        // close_range are, and they touch nothing but fd numbers. The write
+        // end is close-on-exec (and numbered above 2, so std's stdio setup
+        // cannot overwrite it): only this child gets it, at PROGRESS_FD,
+        // which dup2 leaves open across exec.
+        unsafe {
+            command.pre_exec(move || {
+                let mut first_private = PROGRESS_FD;
+                if let Some(write_fd) = progress_write_fd {
+                    if libc::dup2(write_fd, PROGRESS_FD) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    first_private = PROGRESS_FD + 1;
+                }
+                close_inherited_on_exec(first_private);
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(spawn_failed)?;
         // The parent's copy of the write end goes now, so that the pipe ends
         // when the child's processes have closed theirs.
@@ -573,6 +577,26 @@ impl CommandKind {
 enum Stop {
     Cancel,
     Timeout,
+}
+
+/// Marks every fd from `first` up close-on-exec, so that the program does
+/// not inherit what the server itself inherited without that flag (a
+/// supervisor's sockets, a terminal's descriptors). Best effort: kernels
+/// before 5.11 lack the call, and the fds then stay as they were.
+/// Async-signal-safe: it is called between fork and exec.
+fn close_inherited_on_exec(first: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = first;
 }
 
 /// A pipe whose ends are both close-on-exec, the write end numbered above

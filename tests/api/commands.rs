@@ -127,19 +127,6 @@ fn alive(pid: u32) -> bool {
     !matches!(state, Some("Z" | "X"))
 }
 
-/// The fds this test process got from whoever started it, open across
-/// exec: every child inherits those, whatever jobcast does.
-fn inherited_fds() -> Vec<i32> {
-    (0..256)
-        .filter(|&fd| {
-            // SAFETY: F_GETFD only reads the flags of an fd number.
-            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-            flags != -1 && flags & libc::FD_CLOEXEC == 0
-        })
-        .filter(|&fd| fd > 3)
-        .collect()
-}
-
 fn pids_in(path: &Path) -> Vec<u32> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -305,6 +292,12 @@ sys.exit(int(sys.argv[2]))
     )
     .await;
 
+    // An fd the server holds without close-on-exec, as one inherited from
+    // whoever started it would be: the children must not get it.
+    // SAFETY: dup only creates a new fd, closed at the end of the test.
+    let inherited = unsafe { libc::dup(2) };
+    assert!(inherited > 3);
+
     // Two children alive at once: neither may hold the other's pipe.
     let ok = app.create("fd", json!({ "gate": gates[0].arg(), "status": 0 })).await;
     let failing = app.create("fd", json!({ "gate": gates[1].arg(), "status": 1 })).await;
@@ -320,18 +313,10 @@ sys.exit(int(sys.argv[2]))
     let ok = app.get_job_when_terminal(&id_of(&ok)).await;
     assert_eq!(ok["status"], "completed", "{ok}");
     assert_eq!(ok["result"]["fd"], "3");
-    let inherited = inherited_fds();
-    let open: Vec<i32> = ok["result"]["open"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|fd| fd.as_i64().unwrap() as i32)
-        .filter(|fd| !inherited.contains(fd))
-        .collect();
     assert_eq!(
-        open,
-        [0, 1, 2, 3],
-        "the child has stdio and its own progress pipe, not the other child's"
+        ok["result"]["open"],
+        json!([0, 1, 2, 3]),
+        "the child has stdio and its own progress pipe: not the other child's, nor the server's inherited fds"
     );
     let failing = app.get_job_when_terminal(&id_of(&failing)).await;
     assert_eq!(failing["status"], "failed");
@@ -341,6 +326,8 @@ sys.exit(int(sys.argv[2]))
         "stdout is ordinary output in fd mode: {message}"
     );
     assert!(message.contains("invalid progress report"), "{message}");
+    // SAFETY: closes the fd this test made.
+    unsafe { libc::close(inherited) };
 }
 
 #[tokio::test]
