@@ -48,26 +48,18 @@ fn frames(c: &mut Criterion) {
     group.bench_function("serialise_job", |b| {
         b.iter(|| serde_json::to_vec(&model.view()).expect("a job view serialises"))
     });
-    group.bench_function("published_new", |b| {
-        b.iter(|| {
-            Published::new(
-                model.id(),
-                kind.clone(),
-                JobStatus::Running,
-                model.seq(),
-                1_790_000_000_000_000,
-                json.clone(),
-            )
-        })
-    });
-    let published = Published::new(
-        model.id(),
-        kind.clone(),
-        JobStatus::Running,
-        model.seq(),
-        1_790_000_000_000_000,
-        json.clone(),
-    );
+    let publish = || {
+        Published::new(
+            model.id(),
+            kind.clone(),
+            JobStatus::Running,
+            model.seq(),
+            1_790_000_000_000_000,
+            json.clone(),
+        )
+    };
+    group.bench_function("published_new", |b| b.iter(publish));
+    let published = publish();
     group.bench_function("job_snapshot_frame", |b| b.iter(|| published.job_snapshot_frame()));
     // What every subscriber gets per live event: a reference-count bump.
     group.bench_function("share_live_frame", |b| b.iter(|| published.job_frame.clone()));
