@@ -708,7 +708,9 @@
       const body = await readJson(response);
       if (response.ok && body) {
         applyJob(body);
-        showFormMessage(form.ok, `Started ${body.kind} job ${shortId(body.id)}.`);
+        // An external kind's worker token is in this answer only: show it.
+        const token = body.worker_token ? ` Its worker token, shown only now: ${body.worker_token}` : '';
+        showFormMessage(form.ok, `Started ${body.kind} job ${shortId(body.id)}.${token}`);
       } else {
         showFormMessage(form.error, problemText(response, body));
       }

@@ -64,6 +64,22 @@ describe('dashboard', () => {
     assert.deepEqual(thrown, [], 'the page script threw');
   }
 
+  test('an external job started from the form shows its worker token, which drives the job', { timeout: 60000 }, async () => {
+    const page = await open();
+    const job = await h.startFromForm(page, { url: 'https://example.com/data.csv' }, 'ingest');
+    const shown = await page.textContent('#start-ok');
+    assert.match(shown, new RegExp(`Started ingest job ${job.id.slice(-8)}\\. Its worker token, shown only now: ${job.worker_token}$`));
+    await h.waitForBadge(page, job.id, 'queued');
+    const completed = await fetch(`${h.BASE_URL}/v1/jobs/${job.id}/complete`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${job.worker_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ result: { rows: 3 } }),
+    });
+    assert.equal(completed.status, 200);
+    await h.waitForBadge(page, job.id, 'completed');
+    await done(page);
+  });
+
   test('a demo job started from the form reaches 100% and the badge turns completed', { timeout: 60000 }, async () => {
     const page = await open();
     await recordCards(page);

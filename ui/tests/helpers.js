@@ -92,8 +92,8 @@ async function openDashboard(context, onRequest) {
 }
 
 /** Fills the start form with demo params and returns the created job. */
-async function startFromForm(page, params) {
-  await page.selectOption('#kind', 'demo');
+async function startFromForm(page, params, kind = 'demo') {
+  await page.selectOption('#kind', kind);
   await page.fill('#params', JSON.stringify(params, null, 2));
   const [response] = await Promise.all([
     page.waitForResponse((r) => r.url() === `${BASE_URL}/v1/jobs` && r.request().method() === 'POST'),
