@@ -587,6 +587,8 @@ sleep 300 &
 echo $! >> "$1"
 sh -c 'sleep 300 & echo $! >> "$1"; wait' forker "$1" &
 echo $! >> "$1"
+# The forker writes its child's pid in its own time: wait for it.
+while [ "$(wc -l < "$1")" -lt 3 ]; do sleep 0.01; done
 echo $$ >> "$1"
 echo '{"message": "forked"}'
 wait
