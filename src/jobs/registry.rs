@@ -319,10 +319,17 @@ impl Registry {
             control.ended.cancel();
         }
         let mut ended = self.inner.ended.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The reaper sleeps until the oldest ended job expires, so it needs
+        // waking only when this job is the oldest. Waking it for every job
+        // would also cost each job's watchers: the wake would take their
+        // place as the task the runtime polls next.
+        let reaper_idle = ended.is_empty();
         ended.push_back((Instant::now(), id));
         self.evict(&mut ended, Instant::now());
         drop(ended);
-        self.inner.reaper_wake.notify_one();
+        if reaper_idle {
+            self.inner.reaper_wake.notify_one();
+        }
     }
 
     /// Forgets ended jobs past their retention, and the oldest beyond the

@@ -499,6 +499,35 @@ async fn a_finished_job_is_forgotten_after_its_retention_with_everything_that_tr
 }
 
 #[tokio::test]
+async fn jobs_that_end_one_after_another_each_expire_after_their_retention() {
+    let app = TestApp::spawn_with(Config {
+        retention: Duration::from_millis(400),
+        ..test_config()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let job = app.create_demo(demo(2, 20)).await;
+        let id = id_of(&job);
+        let events = app.subscribe(&id).await.all().await;
+        assert_eq!(events.last().unwrap().event, "completed");
+        ids.push(id);
+    }
+    assert_eq!(
+        app.get_job(&ids[2]).await["status"],
+        "completed",
+        "the newest is kept at first"
+    );
+    app.eventually("every job to expire, the later ones after the first", || async {
+        app.metric("jobcast_jobs_in_memory").await == 0.0
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(status_of(&app, &format!("/v1/jobs/{id}")).await, 404, "{id} was kept");
+    }
+}
+
+#[tokio::test]
 async fn only_the_newest_max_finished_jobs_are_kept() {
     let app = TestApp::spawn_with(Config {
         max_finished: 2,
