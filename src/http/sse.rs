@@ -6,8 +6,9 @@
 //! once for every subscriber, so no JSON is built per subscriber. A
 //! subscriber that lags behind the bounded channel is resynchronised to the
 //! latest state and never shown an id twice. A job stream ends after the
-//! job's terminal event; the all-jobs stream ends when the server shuts
-//! down. The body is written by hand rather than with axum's `Sse` because
+//! job's terminal event, also at shutdown, which ends every job before it
+//! closes streams (so a job stream waits on nothing but its job); the
+//! all-jobs stream ends when the server shuts down. The body is written by hand rather than with axum's `Sse` because
 //! `Sse` re-encodes every event per subscriber.
 
 use std::collections::hash_map::RandomState;
@@ -307,7 +308,6 @@ impl JobStream {
                 },
                 held = Self::held_due(&mut self.pacing), if self.pacing.is_some() => self.offer(held),
                 _ = keep_alive_tick(&mut self.common.keep_alive) => return Some(Bytes::from_static(KEEP_ALIVE)),
-                _ = self.common.app.closing.cancelled() => return None,
             };
             if offered.is_some() {
                 return offered;
