@@ -8,8 +8,9 @@
 //! latest state and never shown an id twice. A job stream ends after the
 //! job's terminal event, also at shutdown, which ends every job before it
 //! closes streams (so a job stream waits on nothing but its job); the
-//! all-jobs stream ends when the server shuts down. The body is written by hand rather than with axum's `Sse` because
-//! `Sse` re-encodes every event per subscriber.
+//! all-jobs stream ends when the server shuts down. The body is written by
+//! hand rather than with axum's `Sse` because `Sse` re-encodes every event
+//! per subscriber.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashSet, VecDeque};
