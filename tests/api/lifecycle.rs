@@ -498,6 +498,20 @@ async fn a_finished_job_is_forgotten_after_its_retention_with_everything_that_tr
     .await;
 }
 
+/// Runs `count` demo jobs with `params`, each to its end before the next
+/// starts, and answers their ids, oldest first.
+async fn demos_run_one_after_another(app: &TestApp, count: usize, params: Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let job = app.create_demo(params.clone()).await;
+        let id = id_of(&job);
+        let events = app.subscribe(&id).await.all().await;
+        assert_eq!(events.last().unwrap().event, "completed");
+        ids.push(id);
+    }
+    ids
+}
+
 #[tokio::test]
 async fn jobs_that_end_one_after_another_each_expire_after_their_retention() {
     let app = TestApp::spawn_with(Config {
@@ -505,14 +519,7 @@ async fn jobs_that_end_one_after_another_each_expire_after_their_retention() {
         ..test_config()
     })
     .await;
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let job = app.create_demo(demo(2, 20)).await;
-        let id = id_of(&job);
-        let events = app.subscribe(&id).await.all().await;
-        assert_eq!(events.last().unwrap().event, "completed");
-        ids.push(id);
-    }
+    let ids = demos_run_one_after_another(&app, 3, demo(2, 20)).await;
     assert_eq!(
         app.get_job(&ids[2]).await["status"],
         "completed",
@@ -534,14 +541,7 @@ async fn only_the_newest_max_finished_jobs_are_kept() {
         ..test_config()
     })
     .await;
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        let job = app.create_demo(demo(2, 1)).await;
-        let id = id_of(&job);
-        let events = app.subscribe(&id).await.all().await;
-        assert_eq!(events.last().unwrap().event, "completed");
-        ids.push(id);
-    }
+    let ids = demos_run_one_after_another(&app, 4, demo(2, 1)).await;
     app.eventually("the oldest finished jobs to go", || async {
         app.metric("jobcast_jobs_in_memory").await == 2.0
     })
