@@ -1,6 +1,6 @@
-//! Criterion micro-benchmarks of SSE frame encoding: `Published::new`, which
-//! turns one serialised job state into the job stream's and the all-jobs
-//! stream's frames (done once per state, whatever the number of
+//! Criterion micro-benchmarks of SSE frame encoding: `NewState::new` then
+//! `Published::stamp`, which turn one serialised job state into the job
+//! stream's and the all-jobs stream's frames (done once per state, whatever the number of
 //! subscribers), and the snapshot frame a new subscriber gets first. For
 //! scale, the serialisation of the job itself (also once per state), which
 //! the naive pattern repeats for every subscriber.
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use jobcast::jobs::model::JobModel;
-use jobcast::store::Published;
+use jobcast::published::{NewState, Published};
 use jobcast::{JobId, JobStatus, StageSpec};
 use serde_json::json;
 
@@ -49,13 +49,9 @@ fn frames(c: &mut Criterion) {
         b.iter(|| serde_json::to_vec(&model.view()).expect("a job view serialises"))
     });
     let publish = || {
-        Published::new(
-            model.id(),
-            kind.clone(),
-            JobStatus::Running,
-            model.seq(),
+        Published::stamp(
+            NewState::new(model.id(), kind.clone(), JobStatus::Running, model.seq(), json.clone()),
             1_790_000_000_000_000,
-            json.clone(),
         )
     };
     group.bench_function("published_new", |b| b.iter(publish));

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::jobs::registry::{CancelError, CreateError, WorkerError};
-use crate::store::Published;
+use crate::published::Published;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -132,6 +132,13 @@ impl From<CreateError> for ApiError {
                 detail: error.to_string(),
                 retry_after_seconds: 5,
             },
+            CreateError::Store(cause) => {
+                tracing::error!(error = %cause, "a new job could not be stored");
+                ApiError::Unavailable {
+                    detail: "the job could not be stored; try again".to_owned(),
+                    retry_after_seconds: 1,
+                }
+            }
         }
     }
 }

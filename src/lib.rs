@@ -51,6 +51,7 @@ pub mod http;
 pub mod jobs;
 pub mod kinds;
 pub mod metrics;
+pub mod published;
 mod server;
 pub mod store;
 pub mod telemetry;
@@ -69,8 +70,6 @@ pub use jobs::kind::{JobResult, Kind};
 pub use jobs::model::StageSpec;
 pub use jobs::{JobError, JobId, JobStatus};
 
-use http::sse::StreamSlots;
-use http::HttpSettings;
 use jobs::registry::{EngineSettings, Registry};
 use store::memory::MemoryStore;
 
@@ -89,9 +88,8 @@ impl App {
     /// when `shutdown` is cancelled.
     pub fn new(config: &Config, kinds: impl IntoIterator<Item = Kind>, shutdown: CancellationToken) -> Self {
         let metrics = Arc::new(metrics::Metrics::new());
-        let store = Arc::new(MemoryStore::new(config.publish_interval, metrics.clone()));
         let registry = Registry::new(
-            store,
+            Arc::new(MemoryStore::new()),
             kinds,
             EngineSettings {
                 max_running: config.max_running,
@@ -99,21 +97,13 @@ impl App {
                 cancel_grace: config.cancel_grace,
                 retention: config.retention,
                 max_finished: config.max_finished,
+                publish_interval: config.publish_interval,
             },
-            metrics,
+            metrics.clone(),
             shutdown,
         );
         App {
-            state: AppState {
-                registry,
-                streams: StreamSlots::new(config.max_streams),
-                settings: Arc::new(HttpSettings {
-                    keep_alive: config.keep_alive,
-                    retry: config.retry,
-                    body_limit: config.body_limit,
-                }),
-                closing: CancellationToken::new(),
-            },
+            state: AppState::new(registry, metrics, config),
         }
     }
 

@@ -1,9 +1,12 @@
 //! The service's own Prometheus metrics, all named `jobcast_*`.
 //!
-//! Counters and the cancel-latency histogram are updated where things
-//! happen; gauges that describe the whole service (jobs by status, queued,
-//! running, in memory, live tasks) are read from their owners when
-//! `/metrics` is scraped, so they can never drift from the truth.
+//! Each metric has one owner that updates it: the engine counts jobs
+//! created, states published and cancel latency; the event streams count
+//! events sent and lag resynchronisations. Gauges that describe the whole
+//! service (jobs by status, queued, running, held, live tasks, open streams)
+//! are read from their owners when `/metrics` is scraped, so they can never
+//! drift from the truth. This module imports neither the engine nor the
+//! store: they hand it plain facts.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -12,17 +15,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::jobs::JobStatus;
-use crate::store::Census;
-
-/// Scrape-time facts gathered from the engine and the store.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Snapshot {
-    pub census: Census,
+/// Scrape-time facts from the engine.
+#[derive(Debug, Default, Clone)]
+pub struct EngineSnapshot {
+    /// Jobs held, by status name, for every status.
+    pub jobs_by_status: Vec<(&'static str, usize)>,
     pub queued: usize,
     pub running_tasks: usize,
     pub job_tasks: usize,
-    pub streams_open: usize,
 }
 
 pub struct Metrics {
@@ -118,18 +118,20 @@ impl Metrics {
         Metrics { registry, ..metrics }
     }
 
-    /// The Prometheus text exposition, with gauges set from `snapshot`.
-    pub fn render(&self, snapshot: Snapshot) -> String {
-        for status in JobStatus::ALL {
+    /// The Prometheus text exposition, with gauges set from the engine's
+    /// facts and the number of open streams.
+    pub fn render(&self, engine: &EngineSnapshot, streams_open: usize) -> String {
+        for &(status, count) in &engine.jobs_by_status {
             self.jobs_by_status
-                .get_or_create(&vec![("status".to_owned(), status.as_str().to_owned())])
-                .set(snapshot.census.count(status) as i64);
+                .get_or_create(&vec![("status".to_owned(), status.to_owned())])
+                .set(count as i64);
         }
-        self.jobs_running.set(snapshot.running_tasks as i64);
-        self.jobs_queued.set(snapshot.queued as i64);
-        self.jobs_in_memory.set(snapshot.census.total() as i64);
-        self.job_tasks.set(snapshot.job_tasks as i64);
-        self.streams_open.set(snapshot.streams_open as i64);
+        let held: usize = engine.jobs_by_status.iter().map(|(_, count)| count).sum();
+        self.jobs_running.set(engine.running_tasks as i64);
+        self.jobs_queued.set(engine.queued as i64);
+        self.jobs_in_memory.set(held as i64);
+        self.job_tasks.set(engine.job_tasks as i64);
+        self.streams_open.set(streams_open as i64);
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

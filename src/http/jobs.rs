@@ -1,6 +1,5 @@
 //! Job handlers: create, list, get (with long poll), cancel, and the kinds.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -18,7 +17,8 @@ use super::query::{job_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
 use crate::jobs::{JobId, JobStatus};
-use crate::store::{ListQuery, Published};
+use crate::published::Published;
+use crate::store::ListQuery;
 
 /// Longest long poll; longer requests wait this long.
 const MAX_WAIT_SECONDS: u64 = 60;
@@ -40,7 +40,7 @@ fn job_json(job: &Published) -> Response {
 /// Starts a job. For an external kind the body also holds `worker_token`,
 /// which is shown only here.
 pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<CreateJob>) -> Result<Response, ApiError> {
-    let created = app.registry.create(&body.kind, body.params)?;
+    let created = app.registry.create(&body.kind, body.params).await?;
     let job = &created.job;
     let location = format!("/v1/jobs/{}", job.job_id);
     let body = match &created.worker_token {
@@ -76,12 +76,13 @@ pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Res
         )));
     }
     let before = query.parsed::<JobId>("cursor", "a next_cursor from an earlier page")?;
-    let mut jobs = app.registry.store().list(&ListQuery {
+    let query = ListQuery {
         statuses,
         kinds: query.all("kind").map(str::to_owned).collect(),
         before,
         limit,
-    });
+    };
+    let mut jobs = app.registry.jobs(&query).await;
     let next_cursor = if jobs.len() > limit {
         jobs.truncate(limit);
         jobs.last().map(|job| job.job_id)
@@ -121,8 +122,8 @@ pub async fn get(
     let after_seq = query.parsed::<u64>("after_seq", "a whole number")?;
     let feed = app
         .registry
-        .store()
-        .subscribe(id)
+        .watch(id)
+        .await
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
     let after_seq = after_seq.unwrap_or(feed.snapshot.seq);
     if wait_seconds == 0 || feed.snapshot.seq > after_seq {
@@ -153,10 +154,10 @@ pub async fn get(
             },
         }
     }
-    let job: Arc<Published> = app
+    let job = app
         .registry
-        .store()
-        .get(id)
+        .job(id)
+        .await
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
     Ok(job_json(&job))
 }

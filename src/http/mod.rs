@@ -23,8 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::config::Config;
 use crate::error::problem;
 use crate::jobs::registry::Registry;
+use crate::metrics::Metrics;
 use sse::StreamSlots;
 
 /// Settings the HTTP layer needs.
@@ -41,12 +43,33 @@ pub struct HttpSettings {
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The job engine: every job read and change goes through it.
     pub registry: Registry,
     pub streams: StreamSlots,
     pub settings: Arc<HttpSettings>,
+    /// The service's metrics: the streams own their counters, `/metrics`
+    /// renders them all.
+    pub metrics: Arc<Metrics>,
     /// Cancelled once every job has ended during shutdown: ends the
     /// all-jobs streams and pending long polls.
     pub closing: CancellationToken,
+}
+
+impl AppState {
+    /// The HTTP layer's state around `registry`, with its settings from `config`.
+    pub fn new(registry: Registry, metrics: Arc<Metrics>, config: &Config) -> Self {
+        AppState {
+            registry,
+            streams: StreamSlots::new(config.max_streams),
+            settings: Arc::new(HttpSettings {
+                keep_alive: config.keep_alive,
+                retry: config.retry,
+                body_limit: config.body_limit,
+            }),
+            metrics,
+            closing: CancellationToken::new(),
+        }
+    }
 }
 
 /// Every endpoint of the API, ready to serve or to merge into another app.

@@ -29,14 +29,13 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<serde_json::Value
 }
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let mut snapshot = app.registry.metrics_snapshot();
-    snapshot.streams_open = app.streams.open();
+    let engine = app.registry.metrics_snapshot().await;
     (
         [(
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.registry.metrics().render(snapshot),
+        app.metrics.render(&engine, app.streams.open()),
     )
 }
 

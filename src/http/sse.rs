@@ -35,7 +35,7 @@ use super::query::{job_id, last_event_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
 use crate::jobs::{JobId, JobStatus};
-use crate::store::Published;
+use crate::published::Published;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// A job stream that takes a state at least `LATE` after it was published,
@@ -124,7 +124,7 @@ impl Common {
     }
 
     fn sent(&self) {
-        self.app.registry.metrics().events_sent.inc();
+        self.app.metrics.events_sent.inc();
     }
 }
 
@@ -175,8 +175,8 @@ pub async fn job_events(
         .transpose()?;
     let feed = app
         .registry
-        .store()
-        .subscribe(id)
+        .watch(id)
+        .await
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
     let snapshot = feed.snapshot;
     // A position from the future counts as absent.
@@ -287,7 +287,7 @@ impl JobStream {
                         if receiver.len() >= BEHIND && job.published_at.elapsed() >= LATE {
                             // Not keeping up: skip the stale states, up to the
                             // first fresh one or the newest.
-                            self.common.app.registry.metrics().lag_resyncs.inc();
+                            self.common.app.metrics.lag_resyncs.inc();
                             while job.published_at.elapsed() >= LATE {
                                 match receiver.try_recv() {
                                     Ok(newer) => job = newer,
@@ -301,7 +301,7 @@ impl JobStream {
                     Err(RecvError::Lagged(_)) => {
                         // The states the channel still holds follow; the stale
                         // ones among them are skipped as above.
-                        self.common.app.registry.metrics().lag_resyncs.inc();
+                        self.common.app.metrics.lag_resyncs.inc();
                         None
                     }
                     // The job was removed without our seeing its end.
@@ -390,7 +390,7 @@ pub async fn all_events(
     let resume_after = last_event_id(&headers, &query);
     let common = Common::new(app.clone(), app.streams.try_take()?);
     let retry = common.retry_frame();
-    let feed = app.registry.store().subscribe_all(resume_after);
+    let feed = app.registry.watch_all(resume_after).await;
     let mut state = AllStream {
         common,
         filter,
@@ -459,11 +459,11 @@ impl AllStream {
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
-                        self.common.app.registry.metrics().lag_resyncs.inc();
+                        self.common.app.metrics.lag_resyncs.inc();
                         // Everything that changed since our position, from a
                         // fresh subscription with no gap after it.
                         let accounted_up_to = self.position;
-                        let feed = self.common.app.registry.store().subscribe_all(Some(accounted_up_to));
+                        let feed = self.common.app.registry.watch_all(Some(accounted_up_to)).await;
                         self.receiver = feed.receiver;
                         self.position = feed.position;
                         self.queue_resync(&feed.initial, accounted_up_to);

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::jobs::report::ProgressReport;
 use crate::jobs::worker::RESERVED_CODES;
 use crate::jobs::{JobError, JobId};
-use crate::store::Published;
+use crate::published::Published;
 
 /// The job a worker call is for, with the token it presented, already
 /// checked: extracting it answers 404, 401 or 403 before the body is read.
@@ -42,7 +42,7 @@ impl FromRequestParts<AppState> for WorkerAuth {
             .and_then(|value| value.to_str().ok())
             .and_then(bearer_token)
             .map(str::to_owned);
-        app.registry.check_worker(id, token.as_deref())?;
+        app.registry.check_worker(id, token.as_deref()).await?;
         Ok(WorkerAuth {
             id,
             token: token.unwrap_or_default(),

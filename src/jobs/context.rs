@@ -1,49 +1,19 @@
 //! The handle job code gets: declare stages, move counters, set messages,
-//! and notice cancellation. Every call is synchronous and cheap; the store
-//! decides whether a change is published now or merged into the next publish.
+//! and notice cancellation. Every call is synchronous and cheap; the job's
+//! [`Publisher`] decides whether a change is published now or merged into
+//! the next publish.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{Change, JobModel, StageSpec};
+use super::publish::{Flush, Publisher};
 use super::{JobError, JobId};
-use crate::store::{Flush, Store};
 
 impl From<(&str, f64)> for StageSpec {
     fn from((name, weight): (&str, f64)) -> Self {
         StageSpec::new(name, weight)
-    }
-}
-
-/// When a merged counter change is due to be published. Shared by the
-/// context, which schedules, and the job's runner, which flushes.
-#[derive(Debug, Default)]
-pub(crate) struct FlushSchedule {
-    due: Mutex<Option<Instant>>,
-    /// Wakes the runner when a flush is first scheduled.
-    pub(crate) scheduled: Notify,
-}
-
-impl FlushSchedule {
-    fn schedule(&self, at: Instant) {
-        let mut due = self.due.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if due.is_none() {
-            *due = Some(at);
-            drop(due);
-            self.scheduled.notify_one();
-        }
-    }
-
-    pub(crate) fn due(&self) -> Option<Instant> {
-        *self.due.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Replaces the due time (None: nothing waits).
-    pub(crate) fn set(&self, due: Option<Instant>) {
-        *self.due.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = due;
     }
 }
 
@@ -55,55 +25,31 @@ pub struct JobContext {
 }
 
 struct Inner {
-    id: JobId,
-    store: Arc<dyn Store>,
+    publisher: Arc<Publisher>,
     cancel: CancellationToken,
-    flush: Arc<FlushSchedule>,
 }
 
 impl JobContext {
-    pub(crate) fn new(id: JobId, store: Arc<dyn Store>, cancel: CancellationToken, flush: Arc<FlushSchedule>) -> Self {
+    pub(crate) fn new(publisher: Arc<Publisher>, cancel: CancellationToken) -> Self {
         JobContext {
-            inner: Arc::new(Inner {
-                id,
-                store,
-                cancel,
-                flush,
-            }),
+            inner: Arc::new(Inner { publisher, cancel }),
         }
     }
 
     /// This job's id.
     pub fn id(&self) -> JobId {
-        self.inner.id
+        self.inner.publisher.id()
     }
 
-    fn apply<T>(&self, mut mutate: impl FnMut(&mut JobModel) -> (T, Change)) -> Option<T> {
-        let mut answer = None;
-        let outcome = self
-            .inner
-            .store
-            .update(self.inner.id, &mut |model| {
-                let (value, change) = mutate(model);
-                answer = Some(value);
-                change
-            })
-            .ok()?;
-        if let Some(at) = outcome.flush_at {
-            self.inner.flush.schedule(at);
-        }
-        answer
+    fn apply<T>(&self, mutate: impl FnOnce(&mut JobModel) -> (T, Change)) -> T {
+        self.inner.publisher.update(mutate)
     }
 
-    fn apply_fallible(
-        &self,
-        mut mutate: impl FnMut(&mut JobModel) -> Result<Change, JobError>,
-    ) -> Result<(), JobError> {
+    fn apply_fallible(&self, mutate: impl FnOnce(&mut JobModel) -> Result<Change, JobError>) -> Result<(), JobError> {
         self.apply(|model| match mutate(model) {
             Ok(change) => (Ok(()), change),
             Err(error) => (Err(error), Change::None),
         })
-        .unwrap_or(Ok(()))
     }
 
     /// Declares the job's weighted stages, all pending. Weights need not sum
@@ -151,8 +97,7 @@ impl JobContext {
 
     /// Publishes now any counter change still waiting for the publish interval.
     pub fn flush(&self) {
-        self.inner.flush.set(None);
-        self.inner.store.flush(self.inner.id, Flush::Now);
+        self.inner.publisher.flush(Flush::Now);
     }
 
     /// Resolves when the job is asked to stop.

@@ -8,6 +8,7 @@
 pub mod context;
 pub mod kind;
 pub mod model;
+pub mod publish;
 pub mod registry;
 pub mod report;
 pub mod worker;
@@ -83,6 +84,11 @@ impl JobStatus {
         JobStatus::Failed,
         JobStatus::Cancelled,
     ];
+
+    /// The status's place in [`JobStatus::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn is_terminal(self) -> bool {
         matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)

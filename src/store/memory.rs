@@ -1,48 +1,40 @@
-//! The single-node store: jobs in memory, fan-out on tokio broadcast channels.
+//! The single-process store: published states in memory, fan-out on tokio
+//! broadcast channels. Nothing outlives the process.
 //!
-//! Each job has a `Slot`: its model, its latest published state and its
-//! broadcast sender, behind one std mutex held only for short, non-async
-//! critical sections. Subscribing takes the snapshot and the receiver under
-//! that lock, and publishing sends under it, so no state falls between a
-//! snapshot and the live updates. A server-wide `Hub` (its own mutex, always
-//! taken after a slot's, never before) numbers every publish with a
-//! server-wide event id and keeps each job's latest state for the all-jobs
-//! stream, listings and resumption.
+//! Each job has a `Slot`: its latest published state and its broadcast
+//! sender, behind one std mutex held only for short, non-async critical
+//! sections. Subscribing takes the snapshot and the receiver under that
+//! lock, and appending sends under it, so no state falls between a snapshot
+//! and the live updates. A server-wide `Hub` (its own mutex, always taken
+//! after a slot's, never before) numbers every state with a server-wide
+//! event id and keeps each job's latest state for the all-jobs stream,
+//! listings and resumption.
 //!
 //! Broadcast channels are bounded: a subscriber that falls behind is told it
-//! lagged and resynchronises from the latest state, so publishing never
+//! lagged and resynchronises from the latest state, so appending never
 //! waits and a stalled reader costs no memory. A job's sender is dropped as
 //! soon as its terminal state is sent, so an ended job keeps only its latest
 //! state until retention removes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use chrono::Utc;
 use tokio::sync::broadcast;
 
-use super::{AllFeed, Census, Flush, JobFeed, JobNotFound, ListQuery, Mutation, Published, Store, UpdateOutcome};
-use crate::jobs::model::{Change, JobModel};
-use crate::jobs::{JobId, JobStatus};
-use crate::metrics::Metrics;
+use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture};
+use crate::jobs::JobId;
 
 /// Per-job channel capacity: enough to absorb bursts for readers that keep
 /// up; beyond it a reader resynchronises to the latest state.
 const JOB_CHANNEL_CAPACITY: usize = 32;
 /// The all-jobs channel carries every job's changes, so it is deeper.
 const ALL_CHANNEL_CAPACITY: usize = 4096;
-/// Room for a state to grow past the last one (a message, a result, an
-/// error) and, for a job's first state, room for all of a small job.
-const JSON_SLACK: usize = 512;
 
 pub struct MemoryStore {
     /// Jobs by id. A read lock finds a slot; writes only insert and remove.
     slots: RwLock<HashMap<JobId, Arc<Slot>>>,
     hub: Mutex<Hub>,
-    publish_interval: Duration,
-    metrics: Arc<Metrics>,
 }
 
 struct Slot {
@@ -50,13 +42,9 @@ struct Slot {
 }
 
 struct SlotState {
-    model: JobModel,
     latest: Arc<Published>,
     /// None once the job has ended.
     sender: Option<broadcast::Sender<Arc<Published>>>,
-    /// A counter change made since `latest` and not yet published.
-    dirty: bool,
-    last_publish: Instant,
 }
 
 struct Hub {
@@ -72,8 +60,14 @@ struct Hub {
     latest: BTreeMap<JobId, Arc<Published>>,
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryStore {
-    pub fn new(publish_interval: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new() -> Self {
         let first_event_id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_micros() as u64)
@@ -88,8 +82,6 @@ impl MemoryStore {
                 sender: broadcast::channel(ALL_CHANNEL_CAPACITY).0,
                 latest: BTreeMap::new(),
             }),
-            publish_interval,
-            metrics,
         }
     }
 
@@ -101,135 +93,126 @@ impl MemoryStore {
         lock(&self.hub)
     }
 
-    /// Serialises the model's next state once and sends it to both channels.
-    /// `previous_len`: the size of the job's last state, which the next one
-    /// is close to, so the JSON is written without reallocating.
-    fn publish(&self, model: &mut JobModel, now: Instant, previous_len: usize) -> Arc<Published> {
-        model.prepare_publish(now, Utc::now());
-        let mut json = Vec::with_capacity(previous_len + JSON_SLACK);
-        serde_json::to_writer(&mut json, &model.view()).expect("a job view always serialises");
-        let json = Bytes::from(json);
+    /// Numbers the state server-wide and sends it to the all-jobs channel.
+    fn stamp(&self, state: NewState) -> Arc<Published> {
         let mut hub = self.hub();
         let event_id = hub.next_event_id;
         hub.next_event_id += 1;
-        let published = Arc::new(Published::new(
-            model.id(),
-            model.kind().clone(),
-            model.status(),
-            model.seq(),
-            event_id,
-            json,
-        ));
-        hub.latest.insert(model.id(), published.clone());
+        let published = Arc::new(Published::stamp(state, event_id));
+        hub.latest.insert(published.job_id, published.clone());
         // An error only means nobody is listening right now.
         let _ = hub.sender.send(published.clone());
-        drop(hub);
-        self.metrics.events_published.inc();
         published
     }
 
-    fn publish_slot(&self, state: &mut SlotState, now: Instant) -> Arc<Published> {
-        let published = self.publish(&mut state.model, now, state.latest.json.len());
-        state.latest = published.clone();
-        state.dirty = false;
-        state.last_publish = now;
-        if let Some(sender) = &state.sender {
+    /// Adds a job with its first state.
+    fn insert(&self, state: NewState) -> Result<Arc<Published>, AppendError> {
+        let conflict = |stored| AppendError::Conflict {
+            job_id: state.job_id,
+            seq: state.seq,
+            stored,
+        };
+        if state.seq != 1 {
+            return Err(conflict(None));
+        }
+        let mut slots = write(&self.slots);
+        if let Some(slot) = slots.get(&state.job_id) {
+            let latest = &lock(&slot.state).latest;
+            return Err(conflict(Some((latest.seq, latest.status.is_terminal()))));
+        }
+        let job_id = state.job_id;
+        let latest = self.stamp(state);
+        let sender = (!latest.status.is_terminal()).then(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0);
+        let slot = Slot {
+            state: Mutex::new(SlotState {
+                latest: latest.clone(),
+                sender,
+            }),
+        };
+        slots.insert(job_id, Arc::new(slot));
+        Ok(latest)
+    }
+
+    /// Appends a later state after checking that it follows the stored one.
+    fn append_next(&self, state: NewState) -> Result<Arc<Published>, AppendError> {
+        let Some(slot) = self.slot(state.job_id) else {
+            return Err(AppendError::Conflict {
+                job_id: state.job_id,
+                seq: state.seq,
+                stored: None,
+            });
+        };
+        let mut slot = lock(&slot.state);
+        let (stored_seq, stored_terminal) = (slot.latest.seq, slot.latest.status.is_terminal());
+        if stored_terminal || state.seq != stored_seq + 1 {
+            return Err(AppendError::Conflict {
+                job_id: state.job_id,
+                seq: state.seq,
+                stored: Some((stored_seq, stored_terminal)),
+            });
+        }
+        let published = self.stamp(state);
+        slot.latest = published.clone();
+        if let Some(sender) = &slot.sender {
             let _ = sender.send(published.clone());
         }
         if published.status.is_terminal() {
             // Receivers still get what was sent, then see the channel closed.
-            state.sender = None;
+            slot.sender = None;
         }
-        published
+        Ok(published)
+    }
+
+    fn append_or_insert(&self, state: NewState) -> Result<Arc<Published>, AppendError> {
+        if state.seq == 1 {
+            self.insert(state)
+        } else {
+            self.append_next(state)
+        }
     }
 }
 
 impl Store for MemoryStore {
-    fn insert(&self, mut model: JobModel) -> Arc<Published> {
-        let id = model.id();
-        let now = Instant::now();
-        let latest = self.publish(&mut model, now, 0);
-        let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState {
-                model,
-                latest: latest.clone(),
-                sender: Some(broadcast::channel(JOB_CHANNEL_CAPACITY).0),
-                dirty: false,
-                last_publish: now,
-            }),
-        });
-        write(&self.slots).insert(id, slot);
-        latest
+    fn append(&self, state: NewState) -> Result<(), AppendError> {
+        self.append_or_insert(state).map(drop)
     }
 
-    fn update(&self, id: JobId, mutation: Mutation<'_>) -> Result<UpdateOutcome, JobNotFound> {
-        let slot = self.slot(id).ok_or(JobNotFound(id))?;
-        let mut state = lock(&slot.state);
-        let was_terminal = state.model.status().is_terminal();
-        let change = mutation(&mut state.model);
-        let now = Instant::now();
-        let mut outcome = UpdateOutcome::default();
-        match change {
-            Change::None => {}
-            Change::Counter if now < state.last_publish + self.publish_interval => {
-                state.dirty = true;
-                outcome.flush_at = Some(state.last_publish + self.publish_interval);
-            }
-            Change::Counter | Change::Immediate => {
-                outcome.published = Some(self.publish_slot(&mut state, now));
-            }
-        }
-        outcome.became_terminal = !was_terminal && state.model.status().is_terminal();
-        Ok(outcome)
+    fn commit(&self, state: NewState) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
+        StoreFuture::ready(self.append_or_insert(state))
     }
 
-    fn flush(&self, id: JobId, when: Flush) -> Option<Instant> {
-        let slot = self.slot(id)?;
-        let mut state = lock(&slot.state);
-        if !state.dirty || state.model.status().is_terminal() {
-            return None;
-        }
-        let now = Instant::now();
-        let due = state.last_publish + self.publish_interval;
-        if when == Flush::WhenDue && now < due {
-            return Some(due);
-        }
-        self.publish_slot(&mut state, now);
-        None
+    fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
+        StoreFuture::ready(self.slot(id).map(|slot| lock(&slot.state).latest.clone()))
     }
 
-    fn get(&self, id: JobId) -> Option<Arc<Published>> {
-        let slot = self.slot(id)?;
-        let latest = lock(&slot.state).latest.clone();
-        Some(latest)
-    }
-
-    fn list(&self, query: &ListQuery) -> Vec<Arc<Published>> {
+    fn list<'a>(&'a self, query: &'a ListQuery) -> StoreFuture<'a, Vec<Arc<Published>>> {
         let hub = self.hub();
         let older = match query.before {
             Some(before) => hub.latest.range(..before),
             None => hub.latest.range(..),
         };
-        older
+        let page = older
             .rev()
             .map(|(_, job)| job)
             .filter(|job| query.statuses.is_empty() || query.statuses.contains(&job.status))
             .filter(|job| query.kinds.is_empty() || query.kinds.iter().any(|kind| **kind == *job.kind))
             .take(query.limit + 1)
             .cloned()
-            .collect()
+            .collect();
+        StoreFuture::ready(page)
     }
 
-    fn subscribe(&self, id: JobId) -> Option<JobFeed> {
-        let slot = self.slot(id)?;
-        let state = lock(&slot.state);
-        Some(JobFeed {
-            snapshot: state.latest.clone(),
-            receiver: state.sender.as_ref().map(broadcast::Sender::subscribe),
-        })
+    fn subscribe(&self, id: JobId) -> StoreFuture<'_, Option<JobFeed>> {
+        StoreFuture::ready(self.slot(id).map(|slot| {
+            let state = lock(&slot.state);
+            JobFeed {
+                snapshot: state.latest.clone(),
+                receiver: state.sender.as_ref().map(broadcast::Sender::subscribe),
+            }
+        }))
     }
 
-    fn subscribe_all(&self, after: Option<u64>) -> AllFeed {
+    fn subscribe_all(&self, after: Option<u64>) -> StoreFuture<'_, AllFeed> {
         let hub = self.hub();
         let position = hub.next_event_id - 1;
         // Answerable: issued by this run (or just before its first id), not
@@ -250,12 +233,12 @@ impl Store for MemoryStore {
                 .collect(),
         };
         initial.sort_unstable_by_key(|job| job.event_id);
-        AllFeed {
+        StoreFuture::ready(AllFeed {
             initial,
             receiver: hub.sender.subscribe(),
             position,
             resumed: after.is_some(),
-        }
+        })
     }
 
     fn remove(&self, id: JobId) {
@@ -266,17 +249,13 @@ impl Store for MemoryStore {
         }
     }
 
-    fn census(&self) -> Census {
+    fn census(&self) -> StoreFuture<'_, Census> {
         let hub = self.hub();
         let mut census = Census::default();
         for job in hub.latest.values() {
-            let index = JobStatus::ALL
-                .iter()
-                .position(|s| *s == job.status)
-                .expect("ALL holds every status");
-            census.by_status[index] += 1;
+            census.add(job.status);
         }
-        census
+        StoreFuture::ready(census)
     }
 }
 
@@ -292,4 +271,54 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::JobStatus;
+    use bytes::Bytes;
+
+    fn state(job_id: JobId, seq: u64, status: JobStatus) -> NewState {
+        NewState::new(job_id, Arc::from("test"), status, seq, Bytes::from_static(b"{}"))
+    }
+
+    #[test]
+    fn a_state_must_follow_the_stored_one() {
+        let store = MemoryStore::new();
+        let id = JobId::generate();
+        assert!(store.append(state(id, 2, JobStatus::Running)).is_err(), "no job yet");
+        store.append(state(id, 1, JobStatus::Queued)).unwrap();
+        assert!(store.append(state(id, 1, JobStatus::Queued)).is_err(), "seq 1 twice");
+        assert!(store.append(state(id, 3, JobStatus::Running)).is_err(), "a gap");
+        store.append(state(id, 2, JobStatus::Running)).unwrap();
+        store.append(state(id, 3, JobStatus::Failed)).unwrap();
+        let after_end = store.append(state(id, 4, JobStatus::Running));
+        assert!(
+            matches!(
+                after_end,
+                Err(AppendError::Conflict {
+                    stored: Some((3, true)),
+                    ..
+                })
+            ),
+            "{after_end:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn event_ids_grow_across_jobs_and_a_terminal_state_closes_the_job_channel() {
+        let store = MemoryStore::new();
+        let (a, b) = (JobId::generate(), JobId::generate());
+        let first = store.commit(state(a, 1, JobStatus::Running)).await.unwrap();
+        let second = store.commit(state(b, 1, JobStatus::Running)).await.unwrap();
+        assert!(second.event_id > first.event_id);
+        let mut feed = store.subscribe(a).await.unwrap();
+        let end = store.commit(state(a, 2, JobStatus::Completed)).await.unwrap();
+        let mut receiver = feed.receiver.take().unwrap();
+        assert_eq!(receiver.recv().await.unwrap().seq, 2);
+        assert!(receiver.recv().await.is_err(), "closed after the terminal state");
+        assert!(end.event_id > second.event_id);
+        assert!(store.subscribe(a).await.unwrap().receiver.is_none());
+    }
 }

@@ -1,0 +1,115 @@
+//! Admission: a create request becomes a queued job, or is refused before
+//! anything exists. Checks the kind and its params, takes a place in the
+//! bounded queue, commits the job's first state, and hands the job to its
+//! task ([`super::runner`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::runner::Start;
+use super::{JobControl, Registry};
+use crate::jobs::kind::{Prepared, PreparedJob};
+use crate::jobs::model::JobModel;
+use crate::jobs::publish::Publisher;
+use crate::jobs::worker::{self, WorkerToken};
+use crate::jobs::JobId;
+use crate::store::{AppendError, Published};
+
+/// Why a job could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("unknown job kind {0:?}")]
+    UnknownKind(String),
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    #[error("the queue holds {0} jobs, its limit")]
+    QueueFull(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the job could not be stored: {0}")]
+    Store(#[from] AppendError),
+}
+
+/// A job just created.
+#[derive(Debug)]
+pub struct Created {
+    pub job: Arc<Published>,
+    /// For a job of an external kind: its worker's token, shown only here.
+    pub worker_token: Option<WorkerToken>,
+}
+
+impl Registry {
+    /// Creates a job of `kind` and queues it to run; answers once its first
+    /// state is committed.
+    pub async fn create(&self, kind: &str, params: Value) -> Result<Created, CreateError> {
+        if self.is_shutting_down() {
+            return Err(CreateError::ShuttingDown);
+        }
+        let kind = self
+            .inner
+            .kinds
+            .get(kind)
+            .ok_or_else(|| CreateError::UnknownKind(kind.to_owned()))?;
+        let params = match params {
+            Value::Null => Value::Object(Default::default()),
+            Value::Object(params) => Value::Object(params),
+            _ => return Err(CreateError::InvalidParams("params must be an object".to_owned())),
+        };
+        let prepared = kind.prepare(params.clone()).map_err(CreateError::InvalidParams)?;
+        let max_queued = self.inner.settings.max_queued;
+        if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= max_queued {
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(CreateError::QueueFull(max_queued));
+        }
+        let id = JobId::generate();
+        let (publisher, first) = Publisher::start(
+            JobModel::new(id, kind.shared_name(), Arc::new(params), Utc::now()),
+            &self.inner.store,
+            self.inner.settings.publish_interval,
+            self.inner.metrics.clone(),
+        );
+        let control = JobControl {
+            publisher,
+            cancel: self.inner.shutdown.child_token(),
+            ended: CancellationToken::new(),
+            queued: Arc::new(AtomicBool::new(true)),
+            stopped: CancellationToken::new(),
+        };
+        // Tracked before its first state is visible, so that a cancel
+        // arriving at once finds its control.
+        self.controls().insert(id, control.clone());
+        let job = match first.await {
+            Ok(job) => job,
+            Err(error) => {
+                self.controls().remove(&id);
+                control.leave_queue(&self.inner.queued);
+                return Err(error.into());
+            }
+        };
+        self.inner.metrics.jobs_created.inc();
+        let (start, work, worker_token) = match prepared {
+            Prepared::InProcess(work) => (Start::RunningSlot, work, None),
+            Prepared::External(settings) => {
+                let start_timeout = settings.start_timeout;
+                let (mailbox, inbox) = worker::mailbox(settings);
+                let start = Start::WorkerArrived(mailbox.arrived.clone(), start_timeout);
+                let token = mailbox.token.clone();
+                super::lock(&self.inner.mailboxes).insert(id, mailbox);
+                let work: PreparedJob = Box::new(move |ctx| Box::pin(inbox.drive(ctx)));
+                (start, work, Some(token))
+            }
+        };
+        // A root span: the job outlives the request that created it.
+        let span = tracing::info_span!(parent: None, "job", job_id = %id, kind = %kind.name());
+        self.inner
+            .tracker
+            .spawn(self.clone().run(start, work, control).instrument(span));
+        tracing::info!(job_id = %id, kind = %kind.name(), "job created");
+        Ok(Created { job, worker_token })
+    }
+}

@@ -1,0 +1,229 @@
+//! The job engine: creates jobs, runs each in its own tokio task behind a
+//! FIFO queue of running slots, cancels them, ends them on shutdown, and
+//! forgets them when their retention runs out. Knows nothing about HTTP;
+//! handlers call its methods, and read jobs through it.
+//!
+//! The registry owns each live job's [`JobControl`]: its [`Publisher`] (the
+//! model and the publish path), its cancel token (a child of the server's
+//! shutdown token) and an `ended` token that fires once the job's terminal
+//! state is committed. Every terminal state goes through
+//! [`Registry::finish`] or a cancel of a queued job, both of which end in
+//! `JobModel::finish`, under the publisher's lock: whatever races
+//! (completion, failure, panic, cancel, the grace period, shutdown),
+//! exactly one outcome is recorded, and [`Registry::job_ended`] runs once.
+//!
+//! Each part of the engine has its own file:
+//! - [`admission`]: checking and queueing a new job;
+//! - [`runner`]: a job's task, from its running slot to its outcome;
+//! - [`cancel`]: cancel requests and the grace period;
+//! - [`retention`]: forgetting ended jobs;
+//! - [`worker_calls`]: relaying external workers' calls to their jobs.
+
+mod admission;
+mod cancel;
+mod retention;
+mod runner;
+mod worker_calls;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::kind::Kind;
+use super::publish::Publisher;
+use super::worker::Mailbox;
+use super::{JobId, JobStatus};
+use crate::metrics::{self, Metrics};
+use crate::store::{AllFeed, JobFeed, ListQuery, Published, Store};
+
+pub use admission::{CreateError, Created};
+pub use cancel::CancelError;
+pub use worker_calls::WorkerError;
+
+/// The engine's limits and timings.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Jobs running at once; more wait, first in first out.
+    pub max_running: usize,
+    /// Jobs waiting for a running slot; beyond this, creation is refused.
+    pub max_queued: usize,
+    /// How long a cancel waits for the job's task before aborting it.
+    pub cancel_grace: Duration,
+    /// How long a finished job is kept.
+    pub retention: Duration,
+    /// How many finished jobs are kept at most; the oldest go first.
+    pub max_finished: usize,
+    /// Counter changes closer together than this merge into one state.
+    pub publish_interval: Duration,
+}
+
+/// A live job's handles. Removed the moment the job becomes terminal.
+#[derive(Clone)]
+struct JobControl {
+    publisher: Arc<Publisher>,
+    /// Asks the job's task to stop (a child of the shutdown token).
+    cancel: CancellationToken,
+    /// Fires once the job's terminal state is committed, whoever ended it.
+    ended: CancellationToken,
+    /// Whether the job still holds a place in the queue: given back once,
+    /// when it starts or when it ends while queued, whichever comes first.
+    queued: Arc<AtomicBool>,
+    /// Fires once the job's task has dropped the job's work: a cancel that
+    /// had to end the job itself waits for it, so that its answer comes
+    /// after the work was torn down.
+    stopped: CancellationToken,
+}
+
+impl JobControl {
+    fn leave_queue(&self, queued_jobs: &AtomicUsize) {
+        if self.queued.swap(false, Ordering::AcqRel) {
+            queued_jobs.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The job engine. Cheap to clone: every clone is the same engine.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    kinds: BTreeMap<String, Kind>,
+    settings: EngineSettings,
+    /// One permit per running job; tokio's semaphore queues waiters FIFO.
+    running_slots: Arc<Semaphore>,
+    /// Jobs created and not yet running or ended: bounded by `max_queued`.
+    queued: AtomicUsize,
+    /// Live jobs only (std mutex: short sections, no `.await` inside).
+    controls: Mutex<HashMap<JobId, JobControl>>,
+    /// External jobs' tokens and mailboxes, kept until the job is forgotten
+    /// so that a late call still gets a 409 rather than a 404.
+    mailboxes: Mutex<HashMap<JobId, Mailbox>>,
+    /// Ended jobs in the order they ended, for retention.
+    ended: Mutex<VecDeque<(Instant, JobId)>>,
+    reaper_wake: Notify,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+/// Locks a mutex, even one poisoned by a panic elsewhere: every critical
+/// section in the engine leaves its data consistent before anything that
+/// can panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    /// A new engine; it stops taking jobs and ends every live one when
+    /// `shutdown` is cancelled.
+    pub fn new(
+        store: Arc<dyn Store>,
+        kinds: impl IntoIterator<Item = Kind>,
+        settings: EngineSettings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let registry = Registry {
+            inner: Arc::new(Inner {
+                store,
+                kinds: kinds.into_iter().map(|kind| (kind.name().to_owned(), kind)).collect(),
+                running_slots: Arc::new(Semaphore::new(settings.max_running.max(1))),
+                settings,
+                queued: AtomicUsize::new(0),
+                controls: Mutex::new(HashMap::new()),
+                mailboxes: Mutex::new(HashMap::new()),
+                ended: Mutex::new(VecDeque::new()),
+                reaper_wake: Notify::new(),
+                tracker: TaskTracker::new(),
+                shutdown,
+                metrics,
+            }),
+        };
+        registry.inner.tracker.spawn(registry.clone().reap());
+        registry
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &Kind> {
+        self.inner.kinds.values()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// The job's latest state.
+    pub async fn job(&self, id: JobId) -> Option<Arc<Published>> {
+        self.inner.store.get(id).await
+    }
+
+    /// One page of jobs, newest first, with one more when a next page exists.
+    pub async fn jobs(&self, query: &ListQuery) -> Vec<Arc<Published>> {
+        self.inner.store.list(query).await
+    }
+
+    /// The job's latest state and every later one.
+    pub async fn watch(&self, id: JobId) -> Option<JobFeed> {
+        self.inner.store.subscribe(id).await
+    }
+
+    /// Every job changed after `after` (see [`Store::subscribe_all`]) and
+    /// every later change.
+    pub async fn watch_all(&self, after: Option<u64>) -> AllFeed {
+        self.inner.store.subscribe_all(after).await
+    }
+
+    /// The engine's facts for `/metrics`.
+    pub async fn metrics_snapshot(&self) -> metrics::EngineSnapshot {
+        let census = self.inner.store.census().await;
+        metrics::EngineSnapshot {
+            jobs_by_status: JobStatus::ALL
+                .iter()
+                .map(|&status| (status.as_str(), census.count(status)))
+                .collect(),
+            queued: self.inner.queued.load(Ordering::Acquire),
+            running_tasks: self.inner.settings.max_running.max(1) - self.inner.running_slots.available_permits(),
+            job_tasks: self.inner.tracker.len(),
+        }
+    }
+
+    fn controls(&self) -> MutexGuard<'_, HashMap<JobId, JobControl>> {
+        lock(&self.inner.controls)
+    }
+
+    fn control(&self, id: JobId) -> Option<JobControl> {
+        self.controls().get(&id).cloned()
+    }
+
+    /// Ends the job with `outcome` unless it has already ended.
+    async fn finish(&self, control: &JobControl, outcome: super::model::Outcome) {
+        if let Some(ended) = control.publisher.finish(outcome).await {
+            tracing::info!(status = ended.status.as_str(), "job ended");
+            self.job_ended(control.publisher.id());
+        }
+    }
+
+    /// Releases what tracked a job whose terminal state was just committed.
+    fn job_ended(&self, id: JobId) {
+        if let Some(control) = self.controls().remove(&id) {
+            control.leave_queue(&self.inner.queued);
+            control.ended.cancel();
+        }
+        self.retain_ended(id);
+    }
+
+    /// Waits until every job has ended and every task has finished. Call
+    /// after cancelling the shutdown token.
+    pub async fn wait_for_jobs(&self) {
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}

@@ -1,0 +1,124 @@
+//! A published state of one job: the job resource serialised once, with the
+//! SSE frames every subscriber is sent, shared as reference-counted `Bytes`.
+//!
+//! This is the one shape that travels from the engine ([`crate::jobs`]),
+//! through a store ([`crate::store`]), to the streams ([`crate::http::sse`]).
+//! It is a leaf: it knows job ids and statuses and nothing else of the
+//! engine, so a store can hold and fan out states without the job model.
+//!
+//! A state is made in two steps. The engine serialises the job and frames it
+//! for the job's own stream ([`NewState`]), whose event id is the job's
+//! `seq`. The store then numbers it with the server-wide event id (which only
+//! the store can assign, atomically with its fan-out, and across instances
+//! when it is shared) and frames it for the all-jobs stream
+//! ([`Published::stamp`]). Both frames are encoded here, once per state.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::jobs::{JobId, JobStatus};
+
+/// A job's next state as the engine hands it to the store: serialised, and
+/// framed for the job's own stream, but not yet numbered server-wide.
+#[derive(Debug)]
+pub struct NewState {
+    pub job_id: JobId,
+    pub kind: Arc<str>,
+    pub status: JobStatus,
+    /// The job's own sequence number: the id of per-job stream events.
+    pub seq: u64,
+    /// The job resource as JSON.
+    pub json: Bytes,
+    /// The SSE frame for the job's own stream (`id:` is `seq`).
+    pub job_frame: Bytes,
+}
+
+impl NewState {
+    pub fn new(job_id: JobId, kind: Arc<str>, status: JobStatus, seq: u64, json: Bytes) -> Self {
+        NewState {
+            job_frame: encode_frame(live_event_name(status), seq, &json),
+            job_id,
+            kind,
+            status,
+            seq,
+            json,
+        }
+    }
+}
+
+/// One published state of one job, serialised once.
+#[derive(Debug)]
+pub struct Published {
+    pub job_id: JobId,
+    pub kind: Arc<str>,
+    pub status: JobStatus,
+    /// The job's own sequence number: the id of per-job stream events.
+    pub seq: u64,
+    /// The server-wide sequence number: the id of `/v1/events` events.
+    pub event_id: u64,
+    /// When it was published: how far behind a subscriber is.
+    pub published_at: Instant,
+    /// The job resource as JSON.
+    pub json: Bytes,
+    /// The SSE frame for the job's own stream (`id:` is `seq`).
+    pub job_frame: Bytes,
+    /// The SSE frame for the all-jobs stream (`id:` is `event_id`).
+    pub global_frame: Bytes,
+}
+
+impl Published {
+    /// The state as published under the server-wide `event_id`, now.
+    pub fn stamp(state: NewState, event_id: u64) -> Self {
+        Published {
+            global_frame: encode_frame(live_event_name(state.status), event_id, &state.json),
+            job_id: state.job_id,
+            kind: state.kind,
+            status: state.status,
+            seq: state.seq,
+            event_id,
+            published_at: Instant::now(),
+            json: state.json,
+            job_frame: state.job_frame,
+        }
+    }
+
+    /// The first frame on a job's own stream: a `snapshot` event, or the
+    /// terminal event itself when the job has ended.
+    pub fn job_snapshot_frame(&self) -> Bytes {
+        if self.status.is_terminal() {
+            self.job_frame.clone()
+        } else {
+            encode_frame("snapshot", self.seq, &self.json)
+        }
+    }
+
+    /// The same for the all-jobs stream, with the server-wide id.
+    pub fn global_snapshot_frame(&self) -> Bytes {
+        if self.status.is_terminal() {
+            self.global_frame.clone()
+        } else {
+            encode_frame("snapshot", self.event_id, &self.json)
+        }
+    }
+}
+
+/// A live event is `progress` until the job ends, then its terminal status.
+fn live_event_name(status: JobStatus) -> &'static str {
+    if status.is_terminal() {
+        status.as_str()
+    } else {
+        "progress"
+    }
+}
+
+/// Encodes one SSE event. The JSON has no newlines, so one `data:` line.
+fn encode_frame(event: &str, id: u64, json: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(json.len() + event.len() + 40);
+    write!(frame, "event: {event}\nid: {id}\ndata: ").expect("writing to a Vec cannot fail");
+    frame.extend_from_slice(json);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
