@@ -6,6 +6,7 @@
 //! [`context::JobContext`]; job kinds are declared with [`kind::Kind`].
 
 pub mod context;
+pub mod counts;
 pub mod kind;
 pub mod model;
 pub mod registry;
