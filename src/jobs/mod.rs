@@ -9,6 +9,7 @@ pub mod context;
 pub mod counts;
 pub mod kind;
 pub mod model;
+pub mod names;
 pub mod registry;
 pub mod report;
 pub mod worker;
