@@ -16,6 +16,7 @@ use super::body::JsonBody;
 use super::query::job_id;
 use super::AppState;
 use crate::error::ApiError;
+use crate::jobs::names::{is_lowercase_name, MAX_NAME_LENGTH};
 use crate::jobs::report::ProgressReport;
 use crate::jobs::worker::RESERVED_CODES;
 use crate::jobs::{JobError, JobId};
@@ -125,19 +126,13 @@ pub struct Failure {
 }
 
 const DEFAULT_FAILURE_CODE: &str = "worker_failed";
-const MAX_CODE_LENGTH: usize = 64;
 
 impl Failure {
     fn into_job_error(self) -> Result<JobError, ApiError> {
         let code = self.code.unwrap_or_else(|| DEFAULT_FAILURE_CODE.to_owned());
-        let well_formed = code.len() <= MAX_CODE_LENGTH
-            && code.starts_with(|c: char| c.is_ascii_lowercase())
-            && code
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !well_formed {
+        if !is_lowercase_name(&code, &['_']) {
             return Err(ApiError::Unprocessable(format!(
-                "code {code:?} must be lowercase letters, digits and `_`, starting with a letter, at most {MAX_CODE_LENGTH} long"
+                "code {code:?} must be lowercase letters, digits and `_`, starting with a letter, at most {MAX_NAME_LENGTH} long"
             )));
         }
         if RESERVED_CODES.contains(&code.as_str()) {

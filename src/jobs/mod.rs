@@ -6,8 +6,10 @@
 //! [`context::JobContext`]; job kinds are declared with [`kind::Kind`].
 
 pub mod context;
+pub mod counts;
 pub mod kind;
 pub mod model;
+pub mod names;
 pub mod publish;
 pub mod registry;
 pub mod report;

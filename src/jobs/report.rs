@@ -6,10 +6,10 @@
 //! What the fields mean is documented once, in docs/KINDS.md; the command
 //! and worker kinds only say where reports come from.
 
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::context::JobContext;
+use super::counts::optional_whole_number;
 use super::model::StageSpec;
 use super::JobError;
 
@@ -42,10 +42,10 @@ pub struct ProgressReport {
     /// Starts this stage, unless it is already the running one.
     pub stage: Option<String>,
     /// The running stage's counter.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "optional_whole_number")]
     pub current: Option<u64>,
     /// The running stage's total.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "optional_whole_number")]
     pub total: Option<u64>,
     /// The running stage's unit, when the report starts a stage.
     pub unit: Option<String>,
@@ -53,27 +53,6 @@ pub struct ProgressReport {
     pub message: Option<String>,
     /// For a job without stages: the fraction done, 0 to 1.
     pub fraction: Option<f64>,
-}
-
-/// A count: a whole number from 0 to 2^64 - 1, which JSON may write as
-/// `2.0` (JSON Schema calls that an integer too).
-fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    if let Some(whole) = number.as_u64() {
-        return Ok(Some(whole));
-    }
-    match number.as_f64() {
-        // 2^64 itself is the first float past u64::MAX.
-        Some(float) if float.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&float) => {
-            Ok(Some(float as u64))
-        }
-        _ => Err(D::Error::custom(format!(
-            "{number} is not a whole number from 0 to {}",
-            u64::MAX
-        ))),
-    }
 }
 
 /// Applies reports to one job, remembering which stage is running so that a

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::jobs::context::JobContext;
+use crate::jobs::counts::whole_number;
 use crate::jobs::kind::{JobResult, Kind};
 use crate::jobs::model::StageSpec;
 use crate::jobs::JobError;
@@ -21,22 +21,6 @@ const MAX_STEPS: u64 = 1_000_000;
 const MAX_STEP_MS: u64 = 60_000;
 const MAX_DELAY_MS: u64 = 3_600_000;
 const MAX_REPEAT: u64 = 1_000;
-
-/// Reads a count that JSON may spell `2` or `2.0`: JSON Schema calls both
-/// integers, so a client validating against the params schema sends either.
-fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    let number = serde_json::Number::deserialize(deserializer)?;
-    if let Some(whole) = number.as_u64() {
-        return Ok(whole);
-    }
-    match number.as_f64() {
-        Some(value) if value.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&value) => Ok(value as u64),
-        _ => Err(D::Error::invalid_value(
-            serde::de::Unexpected::Other(&number.to_string()),
-            &"a whole number >= 0",
-        )),
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +275,14 @@ mod tests {
         ] {
             assert!(serde_json::from_value::<DemoParams>(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_count_past_the_largest_u64_is_not_a_whole_number() {
+        let error = serde_json::from_str::<DemoParams>(r#"{"stages": [{"name": "a", "steps": 18446744073709551616}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a whole number"), "{error}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::command::{CommandKind, CommandSpec, CommandSpecError};
 use super::params::{to_json, ParamDecl, ParamDeclError, Params};
+use crate::jobs::names::{is_lowercase_name, MAX_NAME_LENGTH};
 use crate::jobs::report::StageDecl;
 use crate::jobs::worker::WorkerSettings;
 use crate::Kind;
@@ -123,16 +124,10 @@ fn build(name: String, table: KindTable, base_dir: &Path, settings: &FileSetting
         kind: name.clone(),
         detail,
     };
-    let well_formed = name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
-    if !well_formed {
-        return Err(invalid(
-            "a kind's name is lowercase letters, digits, `_`, `-` and `.`, starting with a letter, at most 64 long"
-                .to_owned(),
-        ));
+    if !is_lowercase_name(&name, &['_', '-', '.']) {
+        return Err(invalid(format!(
+            "a kind's name is lowercase letters, digits, `_`, `-` and `.`, starting with a letter, at most {MAX_NAME_LENGTH} long"
+        )));
     }
     if BUILT_IN.contains(&name.as_str()) {
         return Err(invalid("the name is taken by a built-in kind".to_owned()));
