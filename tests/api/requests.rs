@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::FutureExt;
-use jobcast::{Config, JobContext, JobError, Kind, StageSpec};
-use reqwest::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE, LOCATION};
+use jobcast::Config;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -39,30 +39,6 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/ui/app.js", &["GET"]),
     ("/ui/style.css", &["GET"]),
 ];
-
-/// Every field of the job resource in CONTRACT.md.
-const JOB_FIELDS: &[&str] = &[
-    "id",
-    "kind",
-    "status",
-    "seq",
-    "progress",
-    "stage",
-    "stages",
-    "message",
-    "rate",
-    "eta_seconds",
-    "params",
-    "result",
-    "error",
-    "created_at",
-    "started_at",
-    "updated_at",
-    "finished_at",
-];
-
-/// A well-formed job id that names no job.
-const UNKNOWN_ID: &str = "0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d";
 
 // ---------------------------------------------------------------------------
 // The job resource and its endpoints
@@ -130,14 +106,9 @@ async fn started_at_is_null_while_queued_and_finished_at_is_set_iff_terminal() {
     })
     .await;
     // Holds the only running slot until it is cancelled.
-    let blocker = app
-        .create_demo(json!({ "stages": [{ "name": "work", "steps": 1 }], "delay_ms": 60_000 }))
-        .await;
+    let blocker = app.create_demo(long_wait()).await;
     let blocker_id = blocker["id"].as_str().unwrap();
-    app.eventually("the blocker to run", || async {
-        app.get_job(blocker_id).await["status"] == "running"
-    })
-    .await;
+    app.wait_for_status(blocker_id, "running").await;
     let running = app.get_job(blocker_id).await;
     assert_job_shape(&running);
     assert_eq!(running["finished_at"], Value::Null, "a running job has no finished_at");
@@ -199,7 +170,7 @@ async fn started_at_is_null_while_queued_and_finished_at_is_set_iff_terminal() {
 async fn params_omitted_or_null_mean_an_empty_object() {
     let app = TestApp::spawn().await;
     for body in [json!({ "kind": "demo" }), json!({ "kind": "demo", "params": null })] {
-        let job = create_job(&app, &body).await;
+        let job = app.create_job(&body).await;
         assert_eq!(job["params"], json!({}), "params of {body}");
         let id = job["id"].as_str().unwrap();
         assert_eq!(app.get_job(id).await["params"], json!({}));
@@ -223,13 +194,10 @@ async fn the_job_list_is_newest_first_and_filters_combine_with_and() {
     let completed = id_of(&completed);
     let events = app.subscribe(&completed).await.all().await;
     assert_eq!(events.last().unwrap().event, "completed");
-    let running = id_of(&create_job(&app, &json!({ "kind": "gated" })).await);
-    app.eventually("the gated job to run", || async {
-        app.get_job(&running).await["status"] == "running"
-    })
-    .await;
+    let running = id_of(&app.create_job(&json!({ "kind": "gated" })).await);
+    app.wait_for_status(&running, "running").await;
     let queued_demo = id_of(&app.create_demo(demo(1, 0)).await);
-    let queued_gated = id_of(&create_job(&app, &json!({ "kind": "gated" })).await);
+    let queued_gated = id_of(&app.create_job(&json!({ "kind": "gated" })).await);
     let cancelled = id_of(&app.create_demo(demo(1, 0)).await);
     assert_eq!(app.cancel(&cancelled).await.0, 200);
     assert_eq!(app.get_job(&queued_demo).await["status"], "queued");
@@ -273,11 +241,7 @@ async fn paging_with_limit_and_cursor_walks_every_job_exactly_once() {
     let mut created = Vec::new();
     for index in 0..7 {
         // Some complete at once, the rest stay running or queued.
-        let params = if index % 2 == 0 {
-            demo(0, 0)
-        } else {
-            json!({ "stages": [{ "name": "work", "steps": 1 }], "delay_ms": 60_000 })
-        };
+        let params = if index % 2 == 0 { demo(0, 0) } else { long_wait() };
         created.push(id_of(&app.create_demo(params).await));
     }
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
@@ -321,7 +285,7 @@ async fn malformed_list_parameters_are_400_problems() {
 async fn a_long_poll_answers_within_50ms_of_the_change_it_waits_for() {
     let gate = Arc::new(Semaphore::new(0));
     let app = TestApp::spawn_with_kinds(test_config(), vec![gated_kind("gated", gate.clone())]).await;
-    let id = id_of(&create_job(&app, &json!({ "kind": "gated" })).await);
+    let id = id_of(&app.create_job(&json!({ "kind": "gated" })).await);
     let mut seq = wait_for_stage(&app, &id, "s0").await;
     for round in 0..6u64 {
         // Even rounds name after_seq; odd ones rely on its default, the current seq.
@@ -364,7 +328,7 @@ async fn a_long_poll_answers_within_50ms_of_the_change_it_waits_for() {
 async fn a_long_poll_answers_at_once_when_the_seq_already_exceeds_after_seq() {
     let gate = Arc::new(Semaphore::new(0));
     let app = TestApp::spawn_with_kinds(test_config(), vec![gated_kind("gated", gate)]).await;
-    let id = id_of(&create_job(&app, &json!({ "kind": "gated" })).await);
+    let id = id_of(&app.create_job(&json!({ "kind": "gated" })).await);
     let seq = wait_for_stage(&app, &id, "s0").await;
     for query in [
         format!("wait_seconds=5&after_seq={}", seq - 1),
@@ -392,7 +356,7 @@ async fn a_long_poll_answers_at_once_when_the_seq_already_exceeds_after_seq() {
 async fn a_long_poll_without_a_change_answers_after_wait_seconds_with_the_job_as_is() {
     let gate = Arc::new(Semaphore::new(0));
     let app = TestApp::spawn_with_kinds(test_config(), vec![gated_kind("gated", gate)]).await;
-    let id = id_of(&create_job(&app, &json!({ "kind": "gated" })).await);
+    let id = id_of(&app.create_job(&json!({ "kind": "gated" })).await);
     let seq = wait_for_stage(&app, &id, "s0").await;
     let before = app.get_job(&id).await;
     for query in [format!("wait_seconds=1&after_seq={seq}"), "wait_seconds=1".to_owned()] {
@@ -455,7 +419,7 @@ async fn the_kinds_list_describes_demo_and_its_example_creates_a_valid_job() {
     let example = &demo_kind["example"];
     assert!(example.is_object(), "example params are an object");
 
-    let job = create_job(&app, &json!({ "kind": "demo", "params": example })).await;
+    let job = app.create_job(&json!({ "kind": "demo", "params": example })).await;
     assert_eq!(&job["params"], example);
     let (status, cancelled) = app.cancel(job["id"].as_str().unwrap()).await;
     assert_eq!(status, 200);
@@ -473,16 +437,10 @@ async fn health_readiness_and_metrics_answer_with_the_documented_metrics() {
     // running with a stream open.
     let completed = id_of(&app.create_demo(demo(3, 0)).await);
     let seen = app.subscribe(&completed).await.all().await.len();
-    let cancelled = id_of(
-        &app.create_demo(json!({ "stages": [{ "name": "work" }], "delay_ms": 60_000 }))
-            .await,
-    );
-    app.eventually("the job to run", || async {
-        app.get_job(&cancelled).await["status"] == "running"
-    })
-    .await;
+    let cancelled = id_of(&app.create_demo(long_wait()).await);
+    app.wait_for_status(&cancelled, "running").await;
     assert_eq!(app.cancel(&cancelled).await.0, 200);
-    let running = id_of(&create_job(&app, &json!({ "kind": "gated" })).await);
+    let running = id_of(&app.create_job(&json!({ "kind": "gated" })).await);
     let mut stream = app.subscribe(&running).await;
     stream.next().await.expect("a snapshot");
     app.eventually("one stream open", || async {
@@ -668,7 +626,7 @@ async fn a_body_over_the_limit_is_a_readable_413_and_the_server_keeps_serving() 
     )
     .await;
     assert_problem(response, 413, "a chunked body over the limit").await;
-    let job = create_job(&app, &json!({ "kind": "demo", "params": demo(1, 0) })).await;
+    let job = app.create_job(&json!({ "kind": "demo", "params": demo(1, 0) })).await;
     assert_well_formed(&app.subscribe(job["id"].as_str().unwrap()).await.all().await);
 
     // The default limit, 1 MiB.
@@ -676,7 +634,7 @@ async fn a_body_over_the_limit_is_a_readable_413_and_the_server_keeps_serving() 
     check_cases(&app, UNKNOWN_ID, 413).await;
     let response = send(json_post(&app, create_body_of_len(1024 * 1024))).await;
     assert_eq!(response.status(), 202, "a body of exactly 1 MiB is accepted");
-    let job = create_job(&app, &json!({ "kind": "demo", "params": demo(1, 0) })).await;
+    let job = app.create_job(&json!({ "kind": "demo", "params": demo(1, 0) })).await;
     assert_well_formed(&app.subscribe(job["id"].as_str().unwrap()).await.all().await);
 }
 
@@ -712,7 +670,7 @@ async fn json_of_the_wrong_shape_unknown_kinds_and_bad_params_are_422_problems()
 async fn a_malformed_last_event_id_counts_as_absent_and_the_stream_starts_from_the_snapshot() {
     let gate = Arc::new(Semaphore::new(0));
     let app = TestApp::spawn_with_kinds(test_config(), vec![gated_kind("gated", gate)]).await;
-    let running = id_of(&create_job(&app, &json!({ "kind": "gated" })).await);
+    let running = id_of(&app.create_job(&json!({ "kind": "gated" })).await);
     let seq = wait_for_stage(&app, &running, "s0").await;
     let completed = id_of(&app.create_demo(demo(2, 0)).await);
     let terminal = app.subscribe(&completed).await.all().await.last().unwrap().clone();
@@ -997,78 +955,9 @@ async fn check_cases(app: &TestApp, job: &str, status: u16) {
     }
 }
 
-/// Last-Event-ID values that are no position at all.
-fn garbage_last_event_ids() -> Vec<HeaderValue> {
-    [&b"abc"[..], b"\xff\xfe", b"-1", b"1.5", b"", b"99999999999999999999999"]
-        .into_iter()
-        .map(|value| HeaderValue::from_bytes(value).unwrap())
-        .collect()
-}
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Sends a request; a server that does not answer in WAIT fails the test.
-async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
-    tokio::time::timeout(WAIT, request.send())
-        .await
-        .expect("the server answers in time")
-        .expect("the server answers")
-}
-
-/// Checks an RFC 9457 problem answer of `status` and returns its body.
-async fn assert_problem(response: reqwest::Response, status: u16, what: &str) -> Value {
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|value| value.to_str().unwrap_or_default().to_owned())
-        .unwrap_or_default();
-    let actual = response.status().as_u16();
-    let text = tokio::time::timeout(WAIT, response.text())
-        .await
-        .expect("the problem body arrives in time")
-        .expect("a readable problem body");
-    assert_eq!(actual, status, "{what}: {text}");
-    assert!(
-        content_type.starts_with("application/problem+json"),
-        "{what}: a problem+json answer, not {content_type:?}"
-    );
-    let problem: Value = serde_json::from_str(&text).expect("problem+json is JSON");
-    assert!(
-        problem["type"].as_str().is_some_and(|value| !value.is_empty()),
-        "{what}: type in {problem}"
-    );
-    assert!(
-        problem["title"].as_str().is_some_and(|value| !value.is_empty()),
-        "{what}: title in {problem}"
-    );
-    assert_eq!(problem["status"], status, "{what}: status in {problem}");
-    assert!(
-        problem["detail"].as_str().is_some_and(|value| !value.is_empty()),
-        "{what}: detail in {problem}"
-    );
-    problem
-}
-
-/// The methods an `Allow` header lists, HEAD aside.
-fn allowed_methods(response: &reqwest::Response) -> BTreeSet<String> {
-    response
-        .headers()
-        .get_all(ALLOW)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap().split(','))
-        .map(|method| method.trim().to_ascii_uppercase())
-        .filter(|method| !method.is_empty() && method != "HEAD")
-        .collect()
-}
-
-/// POST /v1/jobs with `body`, asserting 202; returns the job.
-async fn create_job(app: &TestApp, body: &Value) -> Value {
-    let response = send(app.client.post(app.url("/v1/jobs")).json(body)).await;
-    assert_eq!(response.status(), 202, "creating {body}");
-    response.json().await.unwrap()
-}
 
 /// A create request for raw JSON bytes.
 fn json_post(app: &TestApp, body: Vec<u8>) -> reqwest::RequestBuilder {
@@ -1089,22 +978,6 @@ fn create_body_of_len(len: usize) -> Vec<u8> {
     let body = format!("{head}{}{tail}", "a".repeat(pad));
     assert_eq!(body.len(), len);
     body.into_bytes()
-}
-
-/// One page of GET /v1/jobs?query: the ids and next_cursor.
-async fn list_page(app: &TestApp, query: &str) -> (Vec<String>, Value) {
-    let response = send(app.client.get(app.url(&format!("/v1/jobs?{query}")))).await;
-    assert_eq!(response.status(), 200, "GET /v1/jobs?{query}");
-    let body: Value = response.json().await.unwrap();
-    let object = body.as_object().expect("an object");
-    assert_eq!(object.len(), 2, "jobs and next_cursor only: {body}");
-    let jobs = body["jobs"].as_array().expect("a jobs array");
-    for job in jobs {
-        assert_job_shape(job);
-    }
-    let ids = jobs.iter().map(id_of).collect();
-    assert!(body["next_cursor"].is_null() || body["next_cursor"].is_string());
-    (ids, body["next_cursor"].clone())
 }
 
 /// Every page of GET /v1/jobs?query, following next_cursor to the end.
@@ -1131,53 +1004,6 @@ async fn assert_no_job_but(app: &TestApp, ids: &[&String]) {
     let (listed, _) = list_page(app, "limit=1000").await;
     let expected: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
     assert_eq!(listed, expected, "no bad request created a job");
-}
-
-/// Checks that `job` has every field of the resource, well typed.
-fn assert_job_shape(job: &Value) {
-    let object = job.as_object().unwrap_or_else(|| panic!("a job object: {job}"));
-    for field in JOB_FIELDS {
-        assert!(object.contains_key(*field), "the job has {field}: {job}");
-    }
-    assert!(is_lowercase_uuid_v7(job["id"].as_str().unwrap()));
-    assert!(job["kind"].is_string());
-    assert!(job["seq"].as_u64().is_some_and(|seq| seq >= 1));
-    assert!(job["progress"].is_number());
-    assert!(job["stages"].is_array());
-    assert!(job["params"].is_object());
-    for field in ["created_at", "updated_at"] {
-        let time = job[field].as_str().unwrap_or_else(|| panic!("{field} is set: {job}"));
-        assert!(is_contract_time(time), "{field} is {time}");
-    }
-    for field in ["started_at", "finished_at"] {
-        if let Some(time) = job[field].as_str() {
-            assert!(is_contract_time(time), "{field} is {time}");
-        } else {
-            assert!(job[field].is_null(), "{field} is a time or null: {job}");
-        }
-    }
-}
-
-/// `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$`
-fn is_contract_time(time: &str) -> bool {
-    const TEMPLATE: &[u8] = b"0000-00-00T00:00:00.000000Z";
-    time.len() == TEMPLATE.len()
-        && time.bytes().zip(TEMPLATE).all(|(byte, &expected)| match expected {
-            b'0' => byte.is_ascii_digit(),
-            _ => byte == expected,
-        })
-}
-
-/// A hyphenated lowercase UUID with version 7 and the RFC 9562 variant.
-fn is_lowercase_uuid_v7(id: &str) -> bool {
-    let bytes = id.as_bytes();
-    bytes.len() == 36
-        && bytes.iter().enumerate().all(|(index, &byte)| match index {
-            8 | 13 | 18 | 23 => byte == b'-',
-            _ => byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte),
-        })
-        && bytes[14] == b'7'
-        && matches!(bytes[19], b'8' | b'9' | b'a' | b'b')
 }
 
 /// Every (path, METHOD) of the spec's `paths`, by a line scan.
@@ -1209,38 +1035,6 @@ fn spec_operations() -> BTreeSet<(String, String)> {
     }
     assert!(!operations.is_empty(), "the spec has paths");
     operations
-}
-
-const GATED_STAGES: usize = 20;
-
-/// A kind whose job starts stage `s0`, then starts the next stage each time
-/// the test adds a permit to `gate`, and otherwise waits (until cancelled).
-fn gated_kind(name: &str, gate: Arc<Semaphore>) -> Kind {
-    Kind::new(name, move |ctx: JobContext, _params: Value| {
-        let gate = gate.clone();
-        async move {
-            ctx.declare_stages((0..GATED_STAGES).map(|index| StageSpec::new(format!("s{index}"), 1.0)))?;
-            ctx.start_stage("s0", None, None)?;
-            for index in 1..GATED_STAGES {
-                tokio::select! {
-                    permit = gate.acquire() => permit.expect("the gate stays open").forget(),
-                    _ = ctx.cancelled() => return Err(JobError::cancelled()),
-                }
-                ctx.start_stage(&format!("s{index}"), None, None)?;
-            }
-            ctx.cancelled().await;
-            Err(JobError::cancelled())
-        }
-    })
-}
-
-/// Waits until the gated job `id` runs stage `stage`; returns its seq.
-async fn wait_for_stage(app: &TestApp, id: &str, stage: &str) -> u64 {
-    app.eventually(&format!("stage {stage}"), || async {
-        app.get_job(id).await["stage"]["name"] == stage
-    })
-    .await;
-    app.get_job(id).await["seq"].as_u64().unwrap()
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ async fn a_job_stream_opens_with_a_retry_hint_then_a_snapshot_of_the_job() {
 
     // The hint is jittered: look at several connections.
     for _ in 0..20 {
-        let mut stream = RawStream::open(&app, &format!("/v1/jobs/{id}/events"), HeaderMap::new()).await;
+        let mut stream = app.stream(&format!("/v1/jobs/{id}/events"), HeaderMap::new()).await;
 
         let first = stream.next_block().await.expect("a first block");
         let retry: u64 = first
@@ -72,7 +72,7 @@ async fn a_subscriber_joining_after_the_end_gets_only_the_terminal_event() {
     for (id, terminal) in jobs {
         app.wait_for_status(&id, terminal).await;
         let job = app.get_job(&id).await;
-        let mut stream = RawStream::open(&app, &format!("/v1/jobs/{id}/events"), HeaderMap::new()).await;
+        let mut stream = app.stream(&format!("/v1/jobs/{id}/events"), HeaderMap::new()).await;
 
         let retry = stream.next_block().await.expect("a retry hint");
         assert!(retry.text.starts_with("retry: "), "{}", retry.text);
@@ -266,7 +266,7 @@ async fn streams_send_keep_alive_comments_at_the_configured_interval() {
 
     for path in [format!("/v1/jobs/{id}/events"), "/v1/events".to_owned()] {
         let opened = Instant::now();
-        let mut stream = RawStream::open(&app, &path, HeaderMap::new()).await;
+        let mut stream = app.stream(&path, HeaderMap::new()).await;
         let mut arrivals = Vec::new();
         while arrivals.len() < 5 {
             let block = stream.next_block().await.expect("the stream stays open");
@@ -316,7 +316,7 @@ async fn event_streams_carry_no_buffering_headers_and_are_never_compressed() {
             headers.get("content-encoding").is_none(),
             "{path} is not compressed: {headers:?}"
         );
-        let mut stream = RawStream::from_response(response);
+        let mut stream = Sse::new(response);
         let first = stream.next_block().await.unwrap();
         assert!(
             first.text.starts_with("retry: "),
@@ -577,11 +577,9 @@ async fn progress_never_decreases_and_is_one_only_when_completed() {
 #[tokio::test]
 async fn a_stream_of_an_unknown_job_is_a_404_problem() {
     let app = TestApp::spawn().await;
-    let unknown = "0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d";
-
     for headers in [HeaderMap::new(), last_event_id(5)] {
-        let response = app.open(&format!("/v1/jobs/{unknown}/events"), headers).await;
-        assert_problem(response, 404).await;
+        let response = app.open(&format!("/v1/jobs/{UNKNOWN_ID}/events"), headers).await;
+        assert_problem(response, 404, "a stream of an unknown job").await;
     }
     let response = app.open("/v1/jobs/not-a-job/events", HeaderMap::new()).await;
     let status = response.status().as_u16();
@@ -589,7 +587,7 @@ async fn a_stream_of_an_unknown_job_is_a_404_problem() {
         matches!(status, 400 | 404),
         "a malformed id answers 400 or 404, not {status}"
     );
-    assert_problem(response, status).await;
+    assert_problem(response, status, "a stream of a malformed id").await;
 }
 
 #[tokio::test]
@@ -603,8 +601,8 @@ async fn streams_beyond_the_limit_are_refused_with_503_and_retry_after() {
     .await;
     let id = live_job(&app).await;
     let job_path = format!("/v1/jobs/{id}/events");
-    let first = RawStream::open(&app, &job_path, HeaderMap::new()).await;
-    let _second = RawStream::open(&app, "/v1/events", HeaderMap::new()).await;
+    let first = app.stream(&job_path, HeaderMap::new()).await;
+    let _second = app.stream("/v1/events", HeaderMap::new()).await;
 
     for path in [job_path.as_str(), "/v1/events"] {
         let response = app.open(path, HeaderMap::new()).await;
@@ -612,7 +610,7 @@ async fn streams_beyond_the_limit_are_refused_with_503_and_retry_after() {
         let retry_after = response.headers().get(RETRY_AFTER).expect("a Retry-After header");
         let seconds: u64 = retry_after.to_str().unwrap().parse().expect("Retry-After in seconds");
         assert!(seconds >= 1, "{path}: Retry-After {seconds}");
-        assert_problem(response, 503).await;
+        assert_problem(response, 503, path).await;
     }
     assert_eq!(app.get_job(&id).await["id"], id, "other requests still answer");
 
@@ -621,7 +619,7 @@ async fn streams_beyond_the_limit_are_refused_with_503_and_retry_after() {
         app.metric("jobcast_streams_open").await == 1.0
     })
     .await;
-    let mut again = RawStream::open(&app, &job_path, HeaderMap::new()).await;
+    let mut again = app.stream(&job_path, HeaderMap::new()).await;
     assert!(again.next_block().await.unwrap().text.starts_with("retry: "));
 }
 
@@ -645,7 +643,7 @@ async fn a_thousand_subscribers_each_see_increasing_seqs_and_one_terminal_event(
             let response = client.get(url).send().await.unwrap();
             assert_eq!(response.status(), 200);
             // Raw reading: a thousand JSON parsers would measure the test, not the server.
-            let mut stream = RawStream::from_response(response);
+            let mut stream = Sse::new(response);
             let mut events = Vec::new();
             while let Some(block) = stream.next_block().await {
                 if block.text.starts_with("event:") {
@@ -706,7 +704,7 @@ async fn a_slow_subscriber_neither_delays_fast_ones_nor_sees_a_seq_twice() {
     );
     let path = format!("/v1/jobs/{id}/events");
     let resyncs_before = app.metric("jobcast_lag_resyncs_total").await;
-    let mut slow = RawStream::open(&app, &path, HeaderMap::new()).await;
+    let mut slow = app.stream(&path, HeaderMap::new()).await;
     assert!(slow.next_block().await.unwrap().text.starts_with("retry: "));
     let snapshot = slow.next_block().await.unwrap();
     let mut slow_events = vec![(
@@ -717,7 +715,7 @@ async fn a_slow_subscriber_neither_delays_fast_ones_nor_sees_a_seq_twice() {
     let (got_big, mut all_got_big) = tokio::sync::mpsc::channel(FAST);
     let mut fast = Vec::new();
     for _ in 0..FAST {
-        let mut stream = RawStream::open(&app, &path, HeaderMap::new()).await;
+        let mut stream = app.stream(&path, HeaderMap::new()).await;
         let got_big = got_big.clone();
         fast.push(tokio::spawn(async move {
             let mut events = Vec::new();
@@ -976,8 +974,7 @@ async fn the_all_jobs_stream_shows_only_the_kinds_asked_for() {
 async fn the_all_jobs_stream_follows_only_the_ids_asked_for() {
     let app = TestApp::spawn().await;
     let [a, b, c] = [live_job(&app).await, live_job(&app).await, live_job(&app).await];
-    let unknown = "0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d";
-    let mut stream = all_jobs(&app, &format!("?id={a}&id={unknown}&id={b}"), HeaderMap::new()).await;
+    let mut stream = all_jobs(&app, &format!("?id={a}&id={UNKNOWN_ID}&id={b}"), HeaderMap::new()).await;
 
     for id in [&c, &a, &b] {
         assert_eq!(app.cancel(id).await.0, 200);
@@ -1065,43 +1062,15 @@ async fn an_unknown_status_filter_is_a_400_problem() {
     let app = TestApp::spawn().await;
     for query in ["?status=bogus", "?status=running&status=bogus", "?status="] {
         let response = app.open(&format!("/v1/events{query}"), HeaderMap::new()).await;
-        assert_problem(response, 400).await;
+        assert_problem(response, 400, &format!("/v1/events{query}")).await;
     }
 }
 
 // ------------------------------------------- Helpers for this file
 
-/// A demo that waits a minute before its first step.
-fn long_wait() -> Value {
-    json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": 10 }], "step_ms": 1, "delay_ms": 60_000 })
-}
-
-/// A running demo job whose state stays put (it waits a minute, its stages
-/// declared): its `seq` is stable.
-async fn live_job(app: &TestApp) -> String {
-    let id = id_of(&app.create_demo(long_wait()).await);
-    wait_for_stages(app, &id).await;
-    id
-}
-
-async fn wait_for_stages(app: &TestApp, id: &str) {
-    app.eventually("the job declares its stages", || async {
-        app.get_job(id).await["stages"]
-            .as_array()
-            .is_some_and(|stages| !stages.is_empty())
-    })
-    .await;
-}
-
-fn last_event_id(n: u64) -> HeaderMap {
-    HeaderMap::from_iter([("last-event-id".parse().unwrap(), HeaderValue::from(n))])
-}
-
 /// Opens `/v1/events` with `query` (empty or starting with `?`).
 async fn all_jobs(app: &TestApp, query: &str, headers: HeaderMap) -> Sse {
-    let response = app.open(&format!("/v1/events{query}"), headers).await;
-    assert_eq!(response.status(), 200, "/v1/events{query}");
-    Sse::new(response)
+    app.stream(&format!("/v1/events{query}"), headers).await
 }
 
 /// Reads events until one satisfies `last`, which is included.
@@ -1126,10 +1095,6 @@ fn assert_ids_increase(events: &[SseEvent]) {
         ids.windows(2).all(|pair| pair[0] < pair[1]),
         "ids strictly increase over the connection: {ids:?}"
     );
-}
-
-fn summary(events: &[SseEvent]) -> Vec<(String, u64)> {
-    events.iter().map(|event| (event.event.clone(), event.seq())).collect()
 }
 
 fn kinds_and_events(events: &[SseEvent]) -> Vec<(String, String)> {
@@ -1176,123 +1141,17 @@ fn assert_progress_is_truthful(events: &[SseEvent]) {
     }
 }
 
-async fn assert_problem(response: reqwest::Response, status: u16) {
-    assert_eq!(response.status(), status);
-    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status, "{body}");
-    for member in ["type", "title", "detail"] {
-        assert!(body[member].is_string(), "a problem has a {member}: {body}");
-    }
-}
-
 /// Checks the raw (event, id, digest) triples of one job stream: ids
 /// strictly increase, one terminal event, last.
 fn assert_well_formed_raw(events: &[(String, u64, u64)]) {
-    assert!(!events.is_empty(), "no events");
-    assert!(
-        events.windows(2).all(|pair| pair[0].1 < pair[1].1),
-        "seqs strictly increase: {:?}",
-        events.iter().map(|event| event.1).collect::<Vec<_>>()
-    );
-    let terminal = |event: &str| matches!(event, "completed" | "failed" | "cancelled");
-    assert_eq!(events.iter().filter(|event| terminal(&event.0)).count(), 1);
-    assert!(terminal(&events.last().unwrap().0), "the terminal event is last");
+    let seqs: Vec<(&str, u64)> = events.iter().map(|(event, id, _)| (event.as_str(), *id)).collect();
+    assert_rising_to_one_end(&seqs);
 }
 
 fn digest(text: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     text.hash(&mut hasher);
     hasher.finish()
-}
-
-/// An event stream read as raw bytes, one block (what comes before a blank
-/// line: an event, a comment, or the `retry:` field) at a time. For checks
-/// of the exact bytes, and for events too large for the SSE parser to read
-/// quickly.
-struct RawStream {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-    /// How much of `buffer` is known to hold no blank line.
-    scanned: usize,
-}
-
-struct Block {
-    text: String,
-}
-
-impl RawStream {
-    async fn open(app: &TestApp, path: &str, headers: HeaderMap) -> RawStream {
-        let response = app.open(path, headers).await;
-        assert_eq!(response.status(), 200, "{path} answers a stream");
-        Self::from_response(response)
-    }
-
-    fn from_response(response: reqwest::Response) -> RawStream {
-        RawStream {
-            response,
-            buffer: Vec::new(),
-            scanned: 0,
-        }
-    }
-
-    /// The next block, or None once the server ended the response.
-    async fn next_block(&mut self) -> Option<Block> {
-        loop {
-            let from = self.scanned;
-            if let Some(at) = find_blank_line(&self.buffer[from..]) {
-                let end = from + at;
-                let rest = self.buffer.split_off(end + 2);
-                let mut block = std::mem::replace(&mut self.buffer, rest);
-                block.truncate(end);
-                self.scanned = 0;
-                let text = String::from_utf8(block).expect("the stream is UTF-8");
-                return Some(Block { text });
-            }
-            self.scanned = self.buffer.len().saturating_sub(1);
-            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
-                .await
-                .expect("the stream moves in time")
-                .expect("the stream reads cleanly");
-            match chunk {
-                Some(chunk) => self.buffer.extend_from_slice(&chunk),
-                None => {
-                    assert!(
-                        self.buffer.is_empty(),
-                        "the stream ended inside a block: {:?}",
-                        String::from_utf8_lossy(&self.buffer)
-                    );
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-impl Block {
-    /// The value of the `name:` field line, if any.
-    fn field(&self, name: &str) -> Option<&str> {
-        self.text.lines().find_map(|line| {
-            let value = line.strip_prefix(name)?.strip_prefix(':')?;
-            Some(value.strip_prefix(' ').unwrap_or(value))
-        })
-    }
-
-    fn event(&self) -> &str {
-        self.field("event").unwrap_or("message")
-    }
-
-    fn id(&self) -> u64 {
-        self.field("id").expect("an id").parse().expect("a numeric id")
-    }
-
-    fn data(&self) -> Value {
-        serde_json::from_str(self.field("data").expect("data")).expect("JSON data")
-    }
-
-    fn is_keep_alive(&self) -> bool {
-        self.text == ": keep-alive"
-    }
 }
 
 /// A kind that declares one stage and waits to be cancelled.
@@ -1342,31 +1201,4 @@ fn gated(gate: Arc<Notify>) -> Kind {
             Ok(json!({ "steps": params.big + params.steps }))
         }
     })
-}
-
-/// Where the first blank line (`\n\n`) in `bytes` starts.
-fn find_blank_line(bytes: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(at) = find_newline(&bytes[from..]) {
-        let at = from + at;
-        if bytes.get(at + 1) == Some(&b'\n') {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
-}
-
-/// Where the first `\n` in `bytes` is. Some events here are megabytes long
-/// and tests run unoptimised, where a byte-by-byte scan is slow; `contains`
-/// on bytes is memchr, fast in any build, so it skips blocks without one.
-fn find_newline(bytes: &[u8]) -> Option<usize> {
-    let mut start = 0;
-    for block in bytes.chunks(4096) {
-        if block.contains(&b'\n') {
-            return block.iter().position(|&byte| byte == b'\n').map(|at| start + at);
-        }
-        start += block.len();
-    }
-    None
 }
