@@ -16,10 +16,8 @@ async fn a_stalled_all_jobs_reader_is_resynchronised_without_repeats_or_lost_end
         ..test_config()
     };
     let app = TestApp::spawn_with(config).await;
-    let response = app.open("/v1/events", HeaderMap::new()).await;
-    assert_eq!(response.status(), 200);
     // Not read until every job has ended: the server must not wait for it.
-    let mut stalled = Sse::new(response);
+    let mut stalled = app.stream("/v1/events", HeaderMap::new()).await;
 
     let mut ids = Vec::new();
     for _ in 0..24 {

@@ -1,21 +1,29 @@
-//! One `TestApp` per test: a real jobcast server on an ephemeral port, a
-//! real HTTP client, and a real SSE parser (`eventsource-stream`).
+//! What more than one test file needs: one `TestApp` per test (a real
+//! jobcast server on an ephemeral port and a real HTTP client), the one
+//! event-stream reader, the one problem+json check, the shape of the job
+//! resource, and the jobs the tests run.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_stream::{Event, EventStream, Eventsource};
-use futures_util::{Stream, StreamExt};
-use jobcast::{App, Config, Kind};
-use reqwest::header::HeaderMap;
+use jobcast::{App, Config, JobContext, JobError, Kind, StageSpec};
+use reqwest::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A well-formed job id that names no job.
+pub const UNKNOWN_ID: &str = "0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d";
+
+// ------------------------------------------------------------ The server
 
 pub struct TestApp {
     pub base: String,
@@ -84,17 +92,16 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// POST /v1/jobs with `body`, asserting 202; returns the job as created.
+    pub async fn create_job(&self, body: &Value) -> Value {
+        let response = send(self.client.post(self.url("/v1/jobs")).json(body)).await;
+        assert_eq!(response.status(), 202, "creating {body}");
+        response.json().await.unwrap()
+    }
+
     /// Starts a job of `kind` with `params` and returns the job as created.
     pub async fn create(&self, kind: &str, params: Value) -> Value {
-        let response = self
-            .client
-            .post(self.url("/v1/jobs"))
-            .json(&json!({ "kind": kind, "params": params }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202, "creating a {kind} job");
-        response.json().await.unwrap()
+        self.create_job(&json!({ "kind": kind, "params": params })).await
     }
 
     /// Starts a demo job with `params` and returns the job as created.
@@ -143,35 +150,18 @@ impl TestApp {
 
     /// GET `path`, read as JSON whatever the status.
     pub async fn get_json(&self, path: &str) -> Value {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        send(self.client.get(self.url(path))).await.json().await.unwrap()
     }
 
     pub async fn get_job(&self, id: &str) -> Value {
-        let response = self
-            .client
-            .get(self.url(&format!("/v1/jobs/{id}")))
-            .send()
-            .await
-            .unwrap();
+        let response = send(self.client.get(self.url(&format!("/v1/jobs/{id}")))).await;
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
 
     /// POST /v1/jobs/{id}/cancel: status and body.
     pub async fn cancel(&self, id: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.url(&format!("/v1/jobs/{id}/cancel")))
-            .send()
-            .await
-            .unwrap();
+        let response = send(self.client.post(self.url(&format!("/v1/jobs/{id}/cancel")))).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
@@ -179,27 +169,24 @@ impl TestApp {
     /// Opens an event stream at `path` with extra headers; the response is
     /// returned as is (any status).
     pub async fn open(&self, path: &str, headers: HeaderMap) -> reqwest::Response {
-        self.client.get(self.url(path)).headers(headers).send().await.unwrap()
+        send(self.client.get(self.url(path)).headers(headers)).await
+    }
+
+    /// Opens an event stream at `path` and checks the response is a 200 stream.
+    pub async fn stream(&self, path: &str, headers: HeaderMap) -> Sse {
+        let response = self.open(path, headers).await;
+        assert_eq!(response.status(), 200, "{path} answers a stream");
+        Sse::new(response)
     }
 
     /// Subscribes to a job's stream and checks the response is a 200 stream.
     pub async fn subscribe(&self, id: &str) -> Sse {
-        let response = self.open(&format!("/v1/jobs/{id}/events"), HeaderMap::new()).await;
-        assert_eq!(response.status(), 200);
-        Sse::new(response)
+        self.stream(&format!("/v1/jobs/{id}/events"), HeaderMap::new()).await
     }
 
     /// The value of a metric line `name` (with labels, if given) in /metrics.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = send(self.client.get(self.url("/metrics"))).await.text().await.unwrap();
         text.lines()
             .find_map(|line| {
                 let (key, value) = line.rsplit_once(' ')?;
@@ -240,7 +227,59 @@ impl Drop for TestApp {
     }
 }
 
-/// One parsed event, its data decoded as JSON (Null for non-JSON data).
+/// Sends a request; a server that does not answer in WAIT fails the test.
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    tokio::time::timeout(WAIT, request.send())
+        .await
+        .expect("the server answers in time")
+        .expect("the server answers")
+}
+
+// ------------------------------------------------------------ Problems
+
+/// Checks an RFC 9457 problem answer of `status` and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, what: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let actual = response.status().as_u16();
+    let text = tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("the problem body arrives in time")
+        .expect("a readable problem body");
+    assert_eq!(actual, status, "{what}: {text}");
+    assert_eq!(
+        content_type, "application/problem+json",
+        "{what}: a problem+json answer"
+    );
+    let problem: Value = serde_json::from_str(&text).expect("problem+json is JSON");
+    for member in ["type", "title", "detail"] {
+        assert!(
+            problem[member].as_str().is_some_and(|value| !value.is_empty()),
+            "{what}: a problem has a {member}: {problem}"
+        );
+    }
+    assert_eq!(problem["status"], status, "{what}: status in {problem}");
+    problem
+}
+
+/// The methods an `Allow` header lists, HEAD aside.
+pub fn allowed_methods(response: &reqwest::Response) -> BTreeSet<String> {
+    response
+        .headers()
+        .get_all(ALLOW)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap().split(','))
+        .map(|method| method.trim().to_ascii_uppercase())
+        .filter(|method| !method.is_empty() && method != "HEAD")
+        .collect()
+}
+
+// ------------------------------------------------------------ Event streams
+
+/// One event, its data decoded as JSON.
 #[derive(Debug, Clone)]
 pub struct SseEvent {
     pub event: String,
@@ -254,37 +293,91 @@ impl SseEvent {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self.event.as_str(), "completed" | "failed" | "cancelled")
+        is_terminal_event(&self.event)
     }
 }
 
-type Frames = std::pin::Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send>>;
+/// Whether an event of this name ends a job.
+pub fn is_terminal_event(event: &str) -> bool {
+    matches!(event, "completed" | "failed" | "cancelled")
+}
 
-/// An open event stream, read with a real SSE parser.
+/// An open event stream, read one block at a time: what comes before a
+/// blank line, that is an event, a comment, or the `retry:` hint.
+///
+/// Read by hand rather than with `eventsource-stream` (the CLI's parser):
+/// tests check what such a parser hides (the `retry:` block, keep-alive
+/// comments, the exact framing), and some events are megabytes long, which
+/// that parser reads slowly in an unoptimised build. It accepts only what
+/// the server writes: blocks ended by `\n\n`, at most one `event`, `id` and
+/// `data` line per event, JSON data; anything else fails the test.
 pub struct Sse {
-    events: EventStream<Frames>,
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no blank line.
+    scanned: usize,
+}
+
+/// One block of an event stream, as sent.
+pub struct Block {
+    pub text: String,
 }
 
 impl Sse {
-    pub fn new(response: reqwest::Response) -> Self {
-        let frames: Frames = Box::pin(response.bytes_stream());
+    pub fn new(response: reqwest::Response) -> Sse {
         Sse {
-            events: frames.eventsource(),
+            response,
+            buffer: Vec::new(),
+            scanned: 0,
         }
     }
 
-    /// The next event, None when the server ended the stream; fails the test
-    /// after WAIT.
+    /// The next block, or None once the server ended the response; fails
+    /// the test when the stream stalls for WAIT.
+    pub async fn next_block(&mut self) -> Option<Block> {
+        loop {
+            let from = self.scanned;
+            if let Some(at) = find_blank_line(&self.buffer[from..]) {
+                let end = from + at;
+                let rest = self.buffer.split_off(end + 2);
+                let mut block = std::mem::replace(&mut self.buffer, rest);
+                block.truncate(end);
+                self.scanned = 0;
+                let text = String::from_utf8(block).expect("the stream is UTF-8");
+                return Some(Block { text });
+            }
+            self.scanned = self.buffer.len().saturating_sub(1);
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("the stream moves in time")
+                .expect("the stream reads cleanly");
+            match chunk {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => {
+                    assert!(
+                        self.buffer.is_empty(),
+                        "the stream ended inside a block: {:?}",
+                        String::from_utf8_lossy(&self.buffer)
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next event, past comments and the `retry:` hint; None when the
+    /// server ended the stream. Fails the test after WAIT.
     pub async fn next(&mut self) -> Option<SseEvent> {
-        let next = tokio::time::timeout(WAIT, self.events.next())
+        let next = async {
+            loop {
+                if let Some(event) = self.next_block().await?.to_event() {
+                    return Some(event);
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, next)
             .await
-            .expect("an event arrives in time")?;
-        let event: Event = next.expect("a well-formed event stream");
-        Some(SseEvent {
-            data: serde_json::from_str(&event.data).unwrap_or(Value::Null),
-            event: event.event,
-            id: event.id,
-        })
+            .expect("an event arrives in time")
     }
 
     /// Every event until the server ends the stream.
@@ -297,31 +390,285 @@ impl Sse {
     }
 }
 
-/// A job's id.
-pub fn id_of(job: &Value) -> String {
-    job["id"].as_str().expect("a job has an id").to_owned()
+impl Block {
+    /// The value of the `name:` field line, if any.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.text.lines().find_map(|line| {
+            let value = line.strip_prefix(name)?.strip_prefix(':')?;
+            Some(value.strip_prefix(' ').unwrap_or(value))
+        })
+    }
+
+    pub fn event(&self) -> &str {
+        self.field("event").unwrap_or("message")
+    }
+
+    pub fn id(&self) -> u64 {
+        self.field("id").expect("an id").parse().expect("a numeric id")
+    }
+
+    pub fn data(&self) -> Value {
+        serde_json::from_str(self.field("data").expect("data")).expect("JSON data")
+    }
+
+    pub fn is_keep_alive(&self) -> bool {
+        self.text == ": keep-alive"
+    }
+
+    /// The event this block carries; None for a comment or the `retry:` hint.
+    fn to_event(&self) -> Option<SseEvent> {
+        let shown: String = self.text.chars().take(200).collect();
+        let (mut event, mut id, mut data) = (None, None, None);
+        for line in self.text.split('\n').filter(|line| !line.starts_with(':')) {
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("a field line, not {line:?} in {shown:?}"));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            let slot = match name {
+                "event" => &mut event,
+                "id" => &mut id,
+                "data" => &mut data,
+                "retry" => {
+                    assert!(value.parse::<u64>().is_ok(), "retry is in ms: {shown:?}");
+                    continue;
+                }
+                other => panic!("an unknown field {other:?} in {shown:?}"),
+            };
+            assert!(slot.replace(value).is_none(), "one {name} line per event: {shown:?}");
+        }
+        if (event, id, data) == (None, None, None) {
+            return None;
+        }
+        let data = data.unwrap_or_else(|| panic!("an event has data: {shown:?}"));
+        Some(SseEvent {
+            event: event.unwrap_or("message").to_owned(),
+            id: id.unwrap_or_default().to_owned(),
+            data: serde_json::from_str(data).unwrap_or_else(|_| panic!("the data is JSON: {shown:?}")),
+        })
+    }
+}
+
+/// Where the first blank line (`\n\n`) in `bytes` starts.
+fn find_blank_line(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = find_newline(&bytes[from..]) {
+        let at = from + at;
+        if bytes.get(at + 1) == Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Where the first `\n` in `bytes` is. Some events here are megabytes long
+/// and tests run unoptimised, where a byte-by-byte scan is slow; `contains`
+/// on bytes is memchr, fast in any build, so it skips blocks without one.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    for block in bytes.chunks(4096) {
+        if block.contains(&b'\n') {
+            return block.iter().position(|&byte| byte == b'\n').map(|at| start + at);
+        }
+        start += block.len();
+    }
+    None
 }
 
 /// Checks the stream invariants every subscriber is owed: ids match seqs,
 /// seqs strictly increase, exactly one terminal event, and it is last.
 pub fn assert_well_formed(events: &[SseEvent]) {
-    assert!(!events.is_empty(), "no events");
-    let mut last = 0;
     for event in events {
         assert_eq!(event.id, event.seq().to_string(), "id is the seq");
-        assert!(
-            event.seq() > last,
-            "seqs strictly increase: {} after {last}",
-            event.seq()
-        );
-        last = event.seq();
     }
-    let terminal = events.iter().filter(|event| event.is_terminal()).count();
-    assert_eq!(terminal, 1, "exactly one terminal event");
-    assert!(events.last().unwrap().is_terminal(), "the terminal event is last");
+    let seqs: Vec<(&str, u64)> = events.iter().map(|event| (event.event.as_str(), event.seq())).collect();
+    assert_rising_to_one_end(&seqs);
 }
+
+/// Checks (event name, seq) pairs of one job's stream: seqs strictly
+/// increase, exactly one terminal event, and it is last.
+pub fn assert_rising_to_one_end(events: &[(&str, u64)]) {
+    assert!(!events.is_empty(), "no events");
+    let mut last = 0;
+    for &(_, seq) in events {
+        assert!(seq > last, "seqs strictly increase: {seq} after {last}");
+        last = seq;
+    }
+    let terminal = events.iter().filter(|(event, _)| is_terminal_event(event)).count();
+    assert_eq!(terminal, 1, "exactly one terminal event");
+    assert!(
+        is_terminal_event(events.last().unwrap().0),
+        "the terminal event is last"
+    );
+}
+
+/// (event, seq) of each event, for assertion messages and comparisons.
+pub fn summary(events: &[SseEvent]) -> Vec<(String, u64)> {
+    events.iter().map(|event| (event.event.clone(), event.seq())).collect()
+}
+
+/// A `Last-Event-ID: n` header.
+pub fn last_event_id(n: u64) -> HeaderMap {
+    HeaderMap::from_iter([("last-event-id".parse().unwrap(), HeaderValue::from(n))])
+}
+
+/// Last-Event-ID values that are no position at all.
+pub fn garbage_last_event_ids() -> Vec<HeaderValue> {
+    [&b"abc"[..], b"\xff\xfe", b"-1", b"1.5", b"", b"99999999999999999999999"]
+        .into_iter()
+        .map(|value| HeaderValue::from_bytes(value).unwrap())
+        .collect()
+}
+
+// ------------------------------------------------------------ The job resource
+
+/// Every field of the job resource in CONTRACT.md.
+const JOB_FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "status",
+    "seq",
+    "progress",
+    "stage",
+    "stages",
+    "message",
+    "rate",
+    "eta_seconds",
+    "params",
+    "result",
+    "error",
+    "created_at",
+    "started_at",
+    "updated_at",
+    "finished_at",
+];
+
+/// A job's id.
+pub fn id_of(job: &Value) -> String {
+    job["id"].as_str().expect("a job has an id").to_owned()
+}
+
+/// Checks that `job` has every field of the resource, well typed.
+pub fn assert_job_shape(job: &Value) {
+    let object = job.as_object().unwrap_or_else(|| panic!("a job object: {job}"));
+    for field in JOB_FIELDS {
+        assert!(object.contains_key(*field), "the job has {field}: {job}");
+    }
+    assert!(is_lowercase_uuid_v7(job["id"].as_str().unwrap()));
+    assert!(job["kind"].is_string());
+    assert!(job["seq"].as_u64().is_some_and(|seq| seq >= 1));
+    assert!(job["progress"].is_number());
+    assert!(job["stages"].is_array());
+    assert!(job["params"].is_object());
+    for field in ["created_at", "updated_at"] {
+        let time = job[field].as_str().unwrap_or_else(|| panic!("{field} is set: {job}"));
+        assert!(is_contract_time(time), "{field} is {time}");
+    }
+    for field in ["started_at", "finished_at"] {
+        if let Some(time) = job[field].as_str() {
+            assert!(is_contract_time(time), "{field} is {time}");
+        } else {
+            assert!(job[field].is_null(), "{field} is a time or null: {job}");
+        }
+    }
+}
+
+/// `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$`
+pub fn is_contract_time(time: &str) -> bool {
+    const TEMPLATE: &[u8] = b"0000-00-00T00:00:00.000000Z";
+    time.len() == TEMPLATE.len()
+        && time.bytes().zip(TEMPLATE).all(|(byte, &expected)| match expected {
+            b'0' => byte.is_ascii_digit(),
+            _ => byte == expected,
+        })
+}
+
+/// A hyphenated lowercase UUID with version 7 and the RFC 9562 variant.
+pub fn is_lowercase_uuid_v7(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(index, &byte)| match index {
+            8 | 13 | 18 | 23 => byte == b'-',
+            _ => byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte),
+        })
+        && bytes[14] == b'7'
+        && matches!(bytes[19], b'8' | b'9' | b'a' | b'b')
+}
+
+/// One page of GET /v1/jobs?query: the ids and next_cursor.
+pub async fn list_page(app: &TestApp, query: &str) -> (Vec<String>, Value) {
+    let response = send(app.client.get(app.url(&format!("/v1/jobs?{query}")))).await;
+    assert_eq!(response.status(), 200, "GET /v1/jobs?{query}");
+    let body: Value = response.json().await.unwrap();
+    let object = body.as_object().expect("an object");
+    assert_eq!(object.len(), 2, "jobs and next_cursor only: {body}");
+    let jobs = body["jobs"].as_array().expect("a jobs array");
+    for job in jobs {
+        assert_job_shape(job);
+    }
+    let ids = jobs.iter().map(id_of).collect();
+    assert!(body["next_cursor"].is_null() || body["next_cursor"].is_string());
+    (ids, body["next_cursor"].clone())
+}
+
+// ------------------------------------------------------------ Jobs to run
 
 /// A demo job of `steps` steps in one stage, `step_ms` apart.
 pub fn demo(steps: u64, step_ms: u64) -> Value {
     json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": steps }], "step_ms": step_ms })
+}
+
+/// A demo job that runs (cancellably) for a minute before its first step.
+pub fn long_wait() -> Value {
+    json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": 10 }], "step_ms": 1, "delay_ms": 60_000 })
+}
+
+/// A running demo job whose state stays put (it waits a minute, its stages
+/// declared): its `seq` is stable.
+pub async fn live_job(app: &TestApp) -> String {
+    let id = id_of(&app.create_demo(long_wait()).await);
+    wait_for_stages(app, &id).await;
+    id
+}
+
+/// Waits until the job has declared its stages.
+pub async fn wait_for_stages(app: &TestApp, id: &str) {
+    app.eventually("the job declares its stages", || async {
+        app.get_job(id).await["stages"]
+            .as_array()
+            .is_some_and(|stages| !stages.is_empty())
+    })
+    .await;
+}
+
+const GATED_STAGES: usize = 20;
+
+/// A kind whose job starts stage `s0`, then starts the next stage each time
+/// the test adds a permit to `gate`, and otherwise waits (until cancelled).
+pub fn gated_kind(name: &str, gate: Arc<Semaphore>) -> Kind {
+    Kind::new(name, move |ctx: JobContext, _params: Value| {
+        let gate = gate.clone();
+        async move {
+            ctx.declare_stages((0..GATED_STAGES).map(|index| StageSpec::new(format!("s{index}"), 1.0)))?;
+            ctx.start_stage("s0", None, None)?;
+            for index in 1..GATED_STAGES {
+                tokio::select! {
+                    permit = gate.acquire() => permit.expect("the gate stays open").forget(),
+                    _ = ctx.cancelled() => return Err(JobError::cancelled()),
+                }
+                ctx.start_stage(&format!("s{index}"), None, None)?;
+            }
+            ctx.cancelled().await;
+            Err(JobError::cancelled())
+        }
+    })
+}
+
+/// Waits until the gated job `id` runs stage `stage`; returns its seq.
+pub async fn wait_for_stage(app: &TestApp, id: &str, stage: &str) -> u64 {
+    app.eventually(&format!("stage {stage}"), || async {
+        app.get_job(id).await["stage"]["name"] == stage
+    })
+    .await;
+    app.get_job(id).await["seq"].as_u64().unwrap()
 }

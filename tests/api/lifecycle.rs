@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use jobcast::{Config, JobContext, JobError, JobResult, Kind};
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{json, Map, Value};
 
 use crate::helpers::*;
@@ -214,10 +214,7 @@ async fn cancelling_a_finished_job_is_a_conflict_holding_the_job() {
     assert_eq!(events.last().unwrap().event, "failed");
 
     for (id, status) in [(&done_id, "completed"), (&failed_id, "failed")] {
-        let (code, problem) = problem_of(send_cancel(&app, id).await).await;
-        assert_eq!(code, 409, "{problem}");
-        assert_eq!(problem["status"], 409);
-        assert!(problem["type"].is_string() && problem["title"].is_string() && problem["detail"].is_string());
+        let problem = assert_problem(send_cancel(&app, id).await, 409, &format!("cancelling a {status} job")).await;
         assert_eq!(problem["job"]["status"], status);
         assert_eq!(
             problem["job"],
@@ -226,10 +223,7 @@ async fn cancelling_a_finished_job_is_a_conflict_holding_the_job() {
         );
     }
 
-    let (code, problem) = problem_of(send_cancel(&app, "0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d").await).await;
-    assert_eq!(code, 404, "{problem}");
-    assert_eq!(problem["status"], 404);
-    assert!(problem["type"].is_string() && problem["title"].is_string() && problem["detail"].is_string());
+    assert_problem(send_cancel(&app, UNKNOWN_ID).await, 404, "cancelling an unknown job").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -273,9 +267,8 @@ async fn a_job_that_ends_otherwise_while_cancelling_keeps_its_outcome_and_the_ca
             events
         });
 
-        let (code, problem) = problem_of(send_cancel(&app, &id).await).await;
+        let problem = assert_problem(send_cancel(&app, &id).await, 409, kind).await;
 
-        assert_eq!(code, 409, "{kind}: {problem}");
         let job = &problem["job"];
         assert_eq!(job["status"], outcome, "{kind}");
         let events = reader.await.unwrap();
@@ -417,9 +410,7 @@ async fn a_full_queue_refuses_new_jobs_with_503_and_retry_after() {
         .parse::<u64>()
         .expect("Retry-After is a number of seconds");
     assert!(retry_after >= 1);
-    let (_, problem) = problem_of(refused).await;
-    assert_eq!(problem["status"], 503);
-    assert!(problem["type"].is_string() && problem["title"].is_string() && problem["detail"].is_string());
+    assert_problem(refused, 503, "a job beyond the full queue").await;
     let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(
         listed["jobs"].as_array().unwrap().len(),
@@ -486,10 +477,8 @@ async fn a_finished_job_is_forgotten_after_its_retention_with_everything_that_tr
     })
     .await;
     let response = app.open(&events_path, HeaderMap::new()).await;
-    assert_eq!(response.status(), 404);
-    assert!(is_problem(&response));
-    let (_, problem) = problem_of(send_cancel(&app, &id).await).await;
-    assert_eq!(problem["status"], 404);
+    assert_problem(response, 404, "the stream of an expired job").await;
+    assert_problem(send_cancel(&app, &id).await, 404, "cancelling an expired job").await;
     let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(listed["jobs"], json!([]));
     app.eventually("no job in memory and no job task", || async {
@@ -573,9 +562,7 @@ async fn shutdown_fails_live_jobs_retryably_and_every_stream_gets_the_end() {
     let queued_id = id_of(&queued);
     let mut queued_stream = app.subscribe(&queued_id).await;
     assert_eq!(queued_stream.next().await.unwrap().data["status"], "queued");
-    let response = app.open("/v1/events", HeaderMap::new()).await;
-    assert_eq!(response.status(), 200);
-    let mut all_stream = Sse::new(response);
+    let mut all_stream = app.stream("/v1/events", HeaderMap::new()).await;
     let snapshots = [all_stream.next().await.unwrap(), all_stream.next().await.unwrap()];
     assert_eq!(snapshots[0].data["id"], running_id.as_str());
     assert_eq!(snapshots[1].data["id"], queued_id.as_str());
@@ -633,11 +620,6 @@ async fn a_cancel_is_measured_in_the_cancel_latency_histogram() {
 
 // -------------------------------------------------------------- helpers
 
-/// A demo job that runs (cancellably) for a minute before its first step.
-fn long_wait() -> Value {
-    json!({ "stages": [{ "name": "work", "weight": 1.0, "steps": 1 }], "delay_ms": 60_000 })
-}
-
 fn stage_statuses(job: &Value) -> Vec<&str> {
     job["stages"]
         .as_array()
@@ -667,25 +649,6 @@ async fn send_cancel(app: &TestApp, id: &str) -> reqwest::Response {
 
 async fn status_of(app: &TestApp, path: &str) -> u16 {
     app.client.get(app.url(path)).send().await.unwrap().status().as_u16()
-}
-
-fn is_problem(response: &reqwest::Response) -> bool {
-    response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/problem+json"))
-}
-
-/// The status and body of a response that must be problem+json.
-async fn problem_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    assert!(
-        is_problem(&response),
-        "{status} is not problem+json: {:?}",
-        response.headers()
-    );
-    (status, response.json().await.unwrap())
 }
 
 /// Reads the stream up to the first event whose job has `status`.

@@ -16,11 +16,9 @@ async fn a_paced_subscriber_gets_the_latest_state_at_its_pace_and_the_end_at_onc
         )
         .await;
     let id = job["id"].as_str().unwrap();
-    let paced = app
-        .open(&format!("/v1/jobs/{id}/events?min_interval_ms=200"), HeaderMap::new())
+    let mut paced = app
+        .stream(&format!("/v1/jobs/{id}/events?min_interval_ms=200"), HeaderMap::new())
         .await;
-    assert_eq!(paced.status(), 200);
-    let mut paced = Sse::new(paced);
     let mut everything = app.subscribe(id).await;
 
     let mut arrivals = Vec::new();
@@ -63,7 +61,6 @@ async fn a_malformed_pacing_interval_is_a_400_problem() {
                 HeaderMap::new(),
             )
             .await;
-        assert_eq!(response.status(), 400, "min_interval_ms={value}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_problem(response, 400, &format!("min_interval_ms={value}")).await;
     }
 }

@@ -1,3 +1,6 @@
+//! The shortest path through the API: a demo job streamed from its
+//! snapshot to completed.
+
 use crate::helpers::*;
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_well_formed, id_of, test_config, TestApp};
+use crate::helpers::{assert_well_formed, id_of, test_config, TestApp, UNKNOWN_ID};
 use jobcast::Config;
 
 /// An external kind `ingest` with two stages, whose worker must call at
@@ -230,8 +230,7 @@ async fn calls_without_the_jobs_token_are_refused_and_change_nothing() {
         }
         let (status, _) = call(&app, &demo, action, Some(&token), json!({})).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{action} on a job no worker drives");
-        let unknown = "0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d";
-        let (status, problem) = call(&app, unknown, action, Some(&token), json!({})).await;
+        let (status, problem) = call(&app, UNKNOWN_ID, action, Some(&token), json!({})).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(problem["status"], 404);
     }

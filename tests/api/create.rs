@@ -1,0 +1,74 @@
+//! POST /v1/jobs: the 202 answer and its Location, the job resource it
+//! returns (every field, its UUIDv7 id), and what omitted params mean.
+
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn creating_a_job_answers_202_with_its_location_and_the_whole_job() {
+    let app = TestApp::spawn().await;
+    let response = send(
+        app.client
+            .post(app.url("/v1/jobs"))
+            .json(&json!({ "kind": "demo", "params": demo(3, 1) })),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(response.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let job: Value = response.json().await.unwrap();
+    assert_job_shape(&job);
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/jobs/{id}"));
+    assert!(is_lowercase_uuid_v7(id), "a lowercase UUIDv7: {id}");
+    assert_eq!(job["kind"], "demo");
+    assert_eq!(job["seq"], 1, "seq starts at 1");
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["params"], demo(3, 1), "params are echoed");
+    assert_eq!(job["started_at"], Value::Null, "started_at is null while queued");
+    assert_eq!(job["finished_at"], Value::Null);
+    assert_eq!(job["result"], Value::Null);
+    assert_eq!(job["error"], Value::Null);
+    assert!(job["updated_at"].as_str() >= job["created_at"].as_str());
+
+    let at_location: Value = send(app.client.get(app.url(&location))).await.json().await.unwrap();
+    assert_eq!(at_location["id"], job["id"], "Location names the job");
+    let events = app.subscribe(id).await.all().await;
+    assert_well_formed(&events);
+    assert_eq!(events.last().unwrap().event, "completed");
+}
+
+#[tokio::test]
+async fn job_ids_are_distinct_time_ordered_lowercase_uuid_v7s() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let job = app.create_demo(demo(0, 0)).await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        assert!(is_lowercase_uuid_v7(id), "a lowercase UUIDv7: {id}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, ids, "ids are distinct and sort in creation order");
+}
+
+#[tokio::test]
+async fn params_omitted_or_null_mean_an_empty_object() {
+    let app = TestApp::spawn().await;
+    for body in [json!({ "kind": "demo" }), json!({ "kind": "demo", "params": null })] {
+        let job = app.create_job(&body).await;
+        assert_eq!(job["params"], json!({}), "params of {body}");
+        let id = job["id"].as_str().unwrap();
+        assert_eq!(app.get_job(id).await["params"], json!({}));
+        let (status, _) = app.cancel(id).await;
+        assert_eq!(status, 200);
+    }
+}
