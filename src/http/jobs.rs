@@ -33,7 +33,9 @@ pub struct CreateJob {
     params: Value,
 }
 
-fn job_json(job: &Published) -> Response {
+/// A job as the answer to a request: its published JSON, as every stream
+/// sent it.
+pub(crate) fn job_json(job: &Published) -> Response {
     ([(CONTENT_TYPE, "application/json")], job.json.clone()).into_response()
 }
 

@@ -20,6 +20,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -92,21 +93,26 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/app.js", get(dashboard::app_js))
         .route("/ui/style.css", get(dashboard::style_css))
         .fallback(ops::not_found)
-        .layer(middleware::map_response(ops::problem_for_bare_errors))
-        .layer(CatchPanicLayer::custom(|_| -> Response {
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the server failed to answer this request",
-                None,
-            )
-        }))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let path = request
-                .extensions()
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str)
-                .unwrap_or("unmatched");
-            tracing::info_span!("request", method = %request.method(), path)
-        }))
+        .layer(
+            // Outermost first: every request's span, then the panic safety
+            // net, then problem bodies for axum's own bare errors.
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let path = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or("unmatched");
+                    tracing::info_span!("request", method = %request.method(), path)
+                }))
+                .layer(CatchPanicLayer::custom(|_| -> Response {
+                    problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the server failed to answer this request",
+                        None,
+                    )
+                }))
+                .layer(middleware::map_response(ops::problem_for_bare_errors)),
+        )
         .with_state(state)
 }

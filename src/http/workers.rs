@@ -4,15 +4,16 @@
 //! and a request without it (401) or with another (403) changes nothing.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::JsonBody;
+use super::jobs::job_json;
 use super::query::job_id;
 use super::AppState;
 use crate::error::ApiError;
@@ -20,7 +21,6 @@ use crate::jobs::names::{is_lowercase_name, MAX_NAME_LENGTH};
 use crate::jobs::report::ProgressReport;
 use crate::jobs::worker::RESERVED_CODES;
 use crate::jobs::{JobError, JobId};
-use crate::published::Published;
 
 /// The job a worker call is for, with the token it presented, already
 /// checked: extracting it answers 404, 401 or 403 before the body is read.
@@ -81,10 +81,6 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
     }
 }
 
-fn job_response(job: &Published) -> Response {
-    ([(CONTENT_TYPE, "application/json")], job.json.clone()).into_response()
-}
-
 /// Reports progress and keeps the job alive. Answers
 /// `{"cancel_requested": true}` once the job was asked to stop: the job is
 /// then cancelled, and the worker should stop.
@@ -114,7 +110,7 @@ pub async fn complete(
         .registry
         .complete(auth.id, Some(&auth.token), completion.result)
         .await?;
-    Ok(job_response(&job))
+    Ok(job_json(&job))
 }
 
 #[derive(Default, Deserialize)]
@@ -155,7 +151,7 @@ pub async fn fail(
 ) -> Result<Response, ApiError> {
     let error = failure.into_job_error()?;
     let job = app.registry.fail(auth.id, Some(&auth.token), error).await?;
-    Ok(job_response(&job))
+    Ok(job_json(&job))
 }
 
 #[cfg(test)]

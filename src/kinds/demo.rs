@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::jobs::context::JobContext;
 use crate::jobs::counts::whole_number;
 use crate::jobs::kind::{JobResult, Kind};
-use crate::jobs::model::StageSpec;
+use crate::jobs::model::{check_stages, StageSpec};
 use crate::jobs::JobError;
 
 const MAX_STEPS: u64 = 1_000_000;
@@ -96,16 +96,9 @@ impl TryFrom<UncheckedParams> for DemoParams {
     type Error = String;
 
     fn try_from(params: UncheckedParams) -> Result<Self, Self::Error> {
-        for (index, stage) in params.stages.iter().enumerate() {
-            if stage.name.is_empty() {
-                return Err("every stage needs a non-empty name".to_owned());
-            }
-            if params.stages[..index].iter().any(|other| other.name == stage.name) {
-                return Err(format!("stage {:?} appears twice", stage.name));
-            }
-            if !stage.weight.is_finite() || stage.weight < 0.0 {
-                return Err(format!("stage {:?}: weight must be a number >= 0", stage.name));
-            }
+        check_stages(params.stages.iter().map(|stage| (stage.name.as_str(), stage.weight)))
+            .map_err(|error| error.to_string())?;
+        for stage in &params.stages {
             if stage.steps > MAX_STEPS {
                 return Err(format!("stage {:?}: steps must be at most {MAX_STEPS}", stage.name));
             }

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::command::{CommandKind, CommandSpec, CommandSpecError};
 use super::params::{to_json, ParamDecl, ParamDeclError, Params};
+use crate::jobs::model::check_stages;
 use crate::jobs::names::{is_lowercase_name, MAX_NAME_LENGTH};
 use crate::jobs::report::StageDecl;
 use crate::jobs::worker::WorkerSettings;
@@ -132,7 +133,8 @@ fn build(name: String, table: KindTable, base_dir: &Path, settings: &FileSetting
     if BUILT_IN.contains(&name.as_str()) {
         return Err(invalid("the name is taken by a built-in kind".to_owned()));
     }
-    check_stages(&table.stages).map_err(invalid)?;
+    check_stages(table.stages.iter().map(|stage| (stage.name.as_str(), stage.weight)))
+        .map_err(|error| invalid(error.to_string()))?;
     let params = Params::new(table.params).map_err(|error| KindsFileError::Params {
         kind: name.clone(),
         error,
@@ -186,22 +188,6 @@ fn build(name: String, table: KindTable, base_dir: &Path, settings: &FileSetting
         .description(table.description)
         .params_schema(schema)
         .example(example))
-}
-
-/// Stage names unique and non-empty, weights finite and not negative.
-fn check_stages(stages: &[StageDecl]) -> Result<(), String> {
-    for (index, stage) in stages.iter().enumerate() {
-        if stage.name.is_empty() {
-            return Err("a stage needs a name".to_owned());
-        }
-        if !stage.weight.is_finite() || stage.weight < 0.0 {
-            return Err(format!("stage {:?}: its weight must be finite and >= 0", stage.name));
-        }
-        if stages[..index].iter().any(|other| other.name == stage.name) {
-            return Err(format!("stage {:?} is declared twice", stage.name));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

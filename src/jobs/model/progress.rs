@@ -1,68 +1,19 @@
-//! A job's state machine and its progress arithmetic, with no I/O and no
-//! locks: the store owns a `JobModel` behind its lock and publishes it.
-//!
-//! Every mutation reports a [`Change`], which tells the store whether to
-//! publish now, merge into the next publish, or do nothing. A mutation that
-//! leaves the state as it was reports [`Change::None`], so repeated identical
-//! reports publish nothing. [`JobModel::finish`] is the only place a terminal
-//! status is set: it decides the outcome once, and every mutation after it
-//! is a no-op.
+//! Stages, counters and pace: how far a job is, how fast it goes, and how
+//! long it has left. Progress is the weighted mean of the stages' fractions,
+//! never decreasing, and capped below 1.0 until the job completes; rate and
+//! ETA come from a smoothed pace sampled at each publish.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::value::RawValue;
-use serde_json::Value;
 
-use super::{ErrorInfo, JobError, JobId, JobStatus, StageStatus};
+use super::{Change, JobModel};
+use crate::jobs::{JobError, JobStatus, StageStatus};
 
 /// Progress of a job that has not completed is capped here, so that 1.0
 /// means "completed" and nothing else, even when every counter is full.
 pub const PROGRESS_CAP: f64 = 0.999;
-
-/// What a mutation did to the job, which decides when it is published.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// Nothing visible changed: publish nothing.
-    None,
-    /// A counter, total, fraction or message changed: may be merged with
-    /// other such changes within one publish interval.
-    Counter,
-    /// A status or stage changed: publish at once.
-    Immediate,
-}
-
-/// How a job ended. Passed to [`JobModel::finish`], the one terminal decision.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    Completed(Value),
-    Failed(JobError),
-    /// `forced` when the task did not stop within the grace period and was
-    /// aborted.
-    Cancelled {
-        forced: bool,
-    },
-}
-
-/// The job was already terminal; it keeps the status it has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the job is already {}", .0.as_str())]
-pub struct AlreadyTerminal(pub JobStatus);
-
-/// What a cancel request found, decided under the store's lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CancelRequest {
-    /// The job was queued: it is now `cancelled`, and no task needs telling.
-    CancelledWhileQueued,
-    /// The job was running: it is now `cancelling`; its task must be told.
-    TaskToldToStop,
-    /// An earlier request is already waiting for the task.
-    AlreadyCancelling,
-    /// The job had already ended with this status.
-    AlreadyEnded(JobStatus),
-}
 
 /// A stage as a job declares it.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,17 +31,47 @@ impl StageSpec {
     }
 }
 
+/// Why a list of stages cannot be declared.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StageListError {
+    #[error("a stage needs a name")]
+    Unnamed,
+    #[error("stage {0:?} has a weight that is not a finite number >= 0")]
+    BadWeight(String),
+    #[error("stage {0:?} is declared twice")]
+    Twice(String),
+}
+
+/// The one check of a list of stages, wherever it is declared (a job's
+/// code, the demo's params, a kinds file): names unique and not empty,
+/// weights finite and not negative.
+pub fn check_stages<'a>(stages: impl IntoIterator<Item = (&'a str, f64)>) -> Result<(), StageListError> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, weight) in stages {
+        if name.is_empty() {
+            return Err(StageListError::Unnamed);
+        }
+        if !weight.is_finite() || weight < 0.0 {
+            return Err(StageListError::BadWeight(name.to_owned()));
+        }
+        if !seen.insert(name) {
+            return Err(StageListError::Twice(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, Serialize)]
-struct Stage {
-    name: String,
+pub(super) struct Stage {
+    pub(super) name: String,
     weight: f64,
-    status: StageStatus,
+    pub(super) status: StageStatus,
     #[serde(skip)]
-    current: u64,
+    pub(super) current: u64,
     #[serde(skip)]
-    total: Option<u64>,
+    pub(super) total: Option<u64>,
     #[serde(skip)]
-    unit: Option<String>,
+    pub(super) unit: Option<String>,
 }
 
 impl Stage {
@@ -114,7 +95,7 @@ impl Stage {
 /// published: an exponentially weighted moving average whose weight depends
 /// on the time between samples, so bursts and pauses don't skew it.
 #[derive(Clone, Debug, Default)]
-struct Pace {
+pub(super) struct Pace {
     last: Option<(Instant, f64)>,
     per_second: Option<f64>,
 }
@@ -145,114 +126,7 @@ impl Pace {
     }
 }
 
-/// The whole state of one job.
-#[derive(Clone, Debug)]
-pub struct JobModel {
-    id: JobId,
-    kind: Arc<str>,
-    params: Arc<Value>,
-    /// `params` serialised once: they never change, and every published
-    /// state echoes them.
-    params_json: Arc<RawValue>,
-    status: JobStatus,
-    seq: u64,
-    stages: Vec<Stage>,
-    current_stage: Option<usize>,
-    /// Fraction reported by a job without stages.
-    own_fraction: f64,
-    /// Last published progress: the floor for the next one.
-    progress: f64,
-    message: Option<String>,
-    result: Value,
-    error: Option<ErrorInfo>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    updated_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-    stage_pace: Pace,
-    job_pace: Pace,
-    rate: Option<f64>,
-    eta_seconds: Option<f64>,
-}
-
 impl JobModel {
-    /// A new queued job. Its first publish gives it `seq` 1.
-    pub fn new(id: JobId, kind: Arc<str>, params: Arc<Value>, now: DateTime<Utc>) -> Self {
-        let params_json = serde_json::value::to_raw_value(&*params).expect("a JSON value always serialises");
-        JobModel {
-            id,
-            kind,
-            params,
-            params_json: Arc::from(params_json),
-            status: JobStatus::Queued,
-            seq: 0,
-            stages: Vec::new(),
-            current_stage: None,
-            own_fraction: 0.0,
-            progress: 0.0,
-            message: None,
-            result: Value::Null,
-            error: None,
-            created_at: now,
-            started_at: None,
-            updated_at: now,
-            finished_at: None,
-            stage_pace: Pace::default(),
-            job_pace: Pace::default(),
-            rate: None,
-            eta_seconds: None,
-        }
-    }
-
-    pub fn id(&self) -> JobId {
-        self.id
-    }
-
-    pub fn kind(&self) -> &Arc<str> {
-        &self.kind
-    }
-
-    pub fn status(&self) -> JobStatus {
-        self.status
-    }
-
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    pub fn progress(&self) -> f64 {
-        self.progress
-    }
-
-    /// Queued → running, when the job's task gets a running slot.
-    pub fn start(&mut self, now: DateTime<Utc>) -> Change {
-        if self.status != JobStatus::Queued {
-            return Change::None;
-        }
-        self.status = JobStatus::Running;
-        self.started_at = Some(now);
-        Change::Immediate
-    }
-
-    /// A cancel request: a queued job ends at once; a running one moves to
-    /// `cancelling` and waits for its task.
-    pub fn request_cancel(&mut self, now: DateTime<Utc>) -> (CancelRequest, Change) {
-        match self.status {
-            JobStatus::Queued => {
-                let change = self
-                    .finish(Outcome::Cancelled { forced: false }, now)
-                    .expect("a queued job is not terminal");
-                (CancelRequest::CancelledWhileQueued, change)
-            }
-            JobStatus::Running => {
-                self.status = JobStatus::Cancelling;
-                (CancelRequest::TaskToldToStop, Change::Immediate)
-            }
-            JobStatus::Cancelling => (CancelRequest::AlreadyCancelling, Change::None),
-            ended => (CancelRequest::AlreadyEnded(ended), Change::None),
-        }
-    }
-
     /// Declares the job's weighted stages, all pending. Once per job.
     pub fn declare_stages(&mut self, specs: &[StageSpec]) -> Result<Change, JobError> {
         if self.status.is_terminal() {
@@ -264,26 +138,8 @@ impl JobModel {
                 "a job declares its stages once",
             ));
         }
-        for (index, spec) in specs.iter().enumerate() {
-            if spec.name.is_empty() {
-                return Err(JobError::new("invalid_stage", "a stage needs a name"));
-            }
-            if !spec.weight.is_finite() || spec.weight < 0.0 {
-                return Err(JobError::new(
-                    "invalid_stage",
-                    format!(
-                        "stage {:?} has weight {}: weights are finite and >= 0",
-                        spec.name, spec.weight
-                    ),
-                ));
-            }
-            if specs[..index].iter().any(|other| other.name == spec.name) {
-                return Err(JobError::new(
-                    "invalid_stage",
-                    format!("stage {:?} is declared twice", spec.name),
-                ));
-            }
-        }
+        check_stages(specs.iter().map(|spec| (spec.name.as_str(), spec.weight)))
+            .map_err(|error| JobError::new("invalid_stage", error.to_string()))?;
         if specs.is_empty() {
             return Ok(Change::None);
         }
@@ -415,61 +271,6 @@ impl JobModel {
         Change::Counter
     }
 
-    /// The one terminal decision. The first call wins; every later call
-    /// returns the status that won and changes nothing.
-    pub fn finish(&mut self, outcome: Outcome, now: DateTime<Utc>) -> Result<Change, AlreadyTerminal> {
-        if self.status.is_terminal() {
-            return Err(AlreadyTerminal(self.status));
-        }
-        let running = self
-            .current_stage
-            .filter(|&index| self.stages[index].status == StageStatus::Running);
-        let running_name = running.map(|index| self.stages[index].name.clone());
-        match outcome {
-            Outcome::Completed(result) => {
-                for stage in &mut self.stages {
-                    stage.status = StageStatus::Done;
-                }
-                self.status = JobStatus::Completed;
-                self.result = result;
-            }
-            Outcome::Failed(error) => {
-                if let Some(index) = running {
-                    self.stages[index].status = StageStatus::Failed;
-                }
-                self.status = JobStatus::Failed;
-                self.error = Some(ErrorInfo {
-                    code: error.code,
-                    message: error.message,
-                    stage: running_name,
-                    retryable: error.retryable,
-                });
-            }
-            Outcome::Cancelled { forced } => {
-                if let Some(index) = running {
-                    self.stages[index].status = StageStatus::Cancelled;
-                }
-                self.status = JobStatus::Cancelled;
-                let (code, message) = if forced {
-                    (
-                        "cancel_forced",
-                        "the job did not stop within the cancel grace period and was aborted",
-                    )
-                } else {
-                    (JobError::CANCELLED, "the job was cancelled")
-                };
-                self.error = Some(ErrorInfo {
-                    code: code.to_owned(),
-                    message: message.to_owned(),
-                    stage: running_name,
-                    retryable: false,
-                });
-            }
-        }
-        self.finished_at = Some(now);
-        Ok(Change::Immediate)
-    }
-
     /// Each stage's share of the whole job: its weight over the sum of
     /// weights, or an equal share when every weight is zero.
     fn stage_shares(&self) -> impl Iterator<Item = f64> + '_ {
@@ -549,116 +350,19 @@ impl JobModel {
         self.rate = self.stage_pace.per_second.map(round_to_thousandths);
         self.eta_seconds = self.estimate_eta().map(round_to_thousandths);
     }
-
-    /// The public job resource, ready to serialise.
-    pub fn view(&self) -> JobView<'_> {
-        JobView {
-            id: self.id,
-            kind: &self.kind,
-            status: self.status,
-            seq: self.seq,
-            progress: self.progress,
-            stage: self.current_stage.map(|index| {
-                let stage = &self.stages[index];
-                StageView {
-                    name: &stage.name,
-                    index,
-                    count: self.stages.len(),
-                    current: stage.current,
-                    total: stage.total,
-                    unit: stage.unit.as_deref(),
-                }
-            }),
-            stages: &self.stages,
-            message: self.message.as_deref(),
-            rate: self.rate,
-            eta_seconds: self.eta_seconds,
-            params: &self.params,
-            params_json: &self.params_json,
-            result: &self.result,
-            error: self.error.as_ref(),
-            created_at: self.created_at,
-            started_at: self.started_at,
-            updated_at: self.updated_at,
-            finished_at: self.finished_at,
-        }
-    }
 }
 
 fn round_to_thousandths(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
-/// The current stage and its counter, as clients see it.
-#[derive(Debug, Serialize)]
-pub struct StageView<'a> {
-    pub name: &'a str,
-    pub index: usize,
-    pub count: usize,
-    pub current: u64,
-    pub total: Option<u64>,
-    pub unit: Option<&'a str>,
-}
-
-/// The job resource of CONTRACT.md, borrowed from the model.
-#[derive(Debug, Serialize)]
-pub struct JobView<'a> {
-    pub id: JobId,
-    pub kind: &'a str,
-    pub status: JobStatus,
-    pub seq: u64,
-    pub progress: f64,
-    pub stage: Option<StageView<'a>>,
-    #[serde(serialize_with = "serialize_stages")]
-    stages: &'a [Stage],
-    pub message: Option<&'a str>,
-    pub rate: Option<f64>,
-    pub eta_seconds: Option<f64>,
-    #[serde(skip)]
-    pub params: &'a Value,
-    /// `params` as serialised when the job was created: written in their place.
-    #[serde(rename = "params")]
-    params_json: &'a RawValue,
-    pub result: &'a Value,
-    pub error: Option<&'a ErrorInfo>,
-    #[serde(serialize_with = "super::serialize_time")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "super::serialize_optional_time")]
-    pub started_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "super::serialize_time")]
-    pub updated_at: DateTime<Utc>,
-    #[serde(serialize_with = "super::serialize_optional_time")]
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-fn serialize_stages<S: serde::Serializer>(stages: &&[Stage], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(stages.iter())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{job, publish, running_with};
+    use super::super::Outcome;
     use super::*;
-    use serde_json::json;
-
-    fn job() -> JobModel {
-        JobModel::new(JobId::generate(), Arc::from("test"), Arc::new(json!({})), Utc::now())
-    }
-
-    fn publish(model: &mut JobModel, now: Instant) -> Value {
-        model.prepare_publish(now, Utc::now());
-        serde_json::to_value(model.view()).unwrap()
-    }
-
-    fn running_with(stages: &[(&str, f64)]) -> JobModel {
-        let mut model = job();
-        model.start(Utc::now());
-        let specs: Vec<_> = stages
-            .iter()
-            .map(|(name, weight)| StageSpec::new(*name, *weight))
-            .collect();
-        model.declare_stages(&specs).unwrap();
-        model
-    }
+    use serde_json::{json, Value};
+    use std::time::Duration;
 
     #[test]
     fn weights_that_do_not_sum_to_one_are_normalised() {
@@ -740,62 +444,6 @@ mod tests {
     }
 
     #[test]
-    fn the_first_terminal_outcome_wins() {
-        let mut model = running_with(&[("a", 1.0), ("b", 1.0)]);
-        model.start_stage("a", Some(10), None).unwrap();
-        let (request, _) = model.request_cancel(Utc::now());
-        assert_eq!(request, CancelRequest::TaskToldToStop);
-        assert_eq!(model.status(), JobStatus::Cancelling);
-        model.finish(Outcome::Completed(Value::Null), Utc::now()).unwrap();
-        assert_eq!(
-            model.finish(Outcome::Cancelled { forced: true }, Utc::now()),
-            Err(AlreadyTerminal(JobStatus::Completed))
-        );
-        assert_eq!(model.set_current(4), Change::None);
-        assert_eq!(
-            model.request_cancel(Utc::now()).0,
-            CancelRequest::AlreadyEnded(JobStatus::Completed)
-        );
-    }
-
-    #[test]
-    fn a_failed_job_names_the_stage_it_failed_in() {
-        let mut model = running_with(&[("a", 1.0), ("b", 1.0), ("c", 1.0)]);
-        model.start_stage("b", Some(4), None).unwrap();
-        model
-            .finish(
-                Outcome::Failed(JobError::new("boom", "it broke").retryable(true)),
-                Utc::now(),
-            )
-            .unwrap();
-        let view = publish(&mut model, Instant::now());
-        assert_eq!(view["stages"][0]["status"], json!("done"));
-        assert_eq!(view["stages"][1]["status"], json!("failed"));
-        assert_eq!(view["stages"][2]["status"], json!("pending"));
-        assert_eq!(
-            view["error"],
-            json!({"code": "boom", "message": "it broke", "stage": "b", "retryable": true})
-        );
-        assert!(view["finished_at"].is_string());
-    }
-
-    #[test]
-    fn a_queued_job_cancels_at_once_without_starting() {
-        let mut model = job();
-        let (request, change) = model.request_cancel(Utc::now());
-        assert_eq!(
-            (request, change),
-            (CancelRequest::CancelledWhileQueued, Change::Immediate)
-        );
-        let view = publish(&mut model, Instant::now());
-        assert_eq!(view["status"], json!("cancelled"));
-        assert_eq!(view["started_at"], Value::Null);
-        assert_eq!(view["error"]["code"], json!("cancelled"));
-        assert_eq!(view["error"]["stage"], Value::Null);
-        assert_eq!(view["error"]["retryable"], json!(false));
-    }
-
-    #[test]
     fn rate_and_eta_follow_the_observed_pace() {
         let mut model = running_with(&[("a", 1.0)]);
         model.start_stage("a", Some(100), None).unwrap();
@@ -847,32 +495,6 @@ mod tests {
     }
 
     #[test]
-    fn params_are_echoed_as_given() {
-        let params = json!({"b": [1, 2.5, "x\n\u{e9}"], "a": {"nested": null}, "c": 1e300});
-        let mut model = JobModel::new(
-            JobId::generate(),
-            Arc::from("test"),
-            Arc::new(params.clone()),
-            Utc::now(),
-        );
-        model.prepare_publish(Instant::now(), Utc::now());
-        let json = serde_json::to_string(&model.view()).unwrap();
-        let expected = format!(",\"params\":{},\"result\":", serde_json::to_string(&params).unwrap());
-        assert!(json.contains(&expected), "{json}");
-        assert_eq!(serde_json::to_value(model.view()).unwrap()["params"], params);
-    }
-
-    #[test]
-    fn times_have_six_fractional_digits() {
-        let mut model = job();
-        let view = publish(&mut model, Instant::now());
-        let created = view["created_at"].as_str().unwrap();
-        assert_eq!(created.len(), "2026-11-22T18:00:03.250000Z".len(), "{created}");
-        assert!(created.ends_with('Z'));
-        assert_eq!(view["seq"], json!(1));
-    }
-
-    #[test]
     fn invalid_stages_are_refused() {
         let mut model = job();
         assert!(model.declare_stages(&[StageSpec::new("a", -1.0)]).is_err());
@@ -882,5 +504,21 @@ mod tests {
             .is_err());
         assert!(model.declare_stages(&[StageSpec::new("a", 1.0)]).is_ok());
         assert!(model.declare_stages(&[StageSpec::new("b", 1.0)]).is_err());
+    }
+
+    #[test]
+    fn one_check_names_what_is_wrong_with_a_stage_list() {
+        assert_eq!(check_stages([("a", 1.0), ("b", 0.0)]), Ok(()));
+        assert_eq!(check_stages([("", 1.0)]), Err(StageListError::Unnamed));
+        for weight in [-1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                check_stages([("a", weight)]),
+                Err(StageListError::BadWeight("a".to_owned()))
+            );
+        }
+        assert_eq!(
+            check_stages([("a", 1.0), ("b", 1.0), ("a", 2.0)]),
+            Err(StageListError::Twice("a".to_owned()))
+        );
     }
 }
