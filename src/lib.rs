@@ -3,16 +3,27 @@
 //!
 //! # Layout
 //!
+//! A progress report travels one way: a job's code ([`kinds`]) calls its
+//! [`JobContext`] → [`jobs::publish`] decides whether and when it becomes a
+//! published state, and makes that state once → [`store`] appends it and fans
+//! it out → [`http::sse`] writes its frame to every stream.
+//!
 //! - [`config`]: the typed settings, from flags and `JOBCAST_*` variables.
-//! - [`jobs`]: the job domain. [`jobs::model`] is the state machine and the
-//!   progress arithmetic; [`jobs::registry`] runs, queues, cancels and
-//!   forgets jobs; [`jobs::context`] is what job code sees; [`jobs::kind`]
-//!   declares job kinds; [`jobs::report`] applies progress reports from
-//!   child processes and workers; [`jobs::worker`] is the external workers'
-//!   side of the engine.
-//! - [`store`]: job state and event fan-out behind one trait, with the
-//!   in-memory backend in [`store::memory`].
-//! - [`http`]: the API's router and handlers, including the event streams.
+//! - [`jobs`]: the engine. [`jobs::model`] is a job's state machine
+//!   ([`jobs::model::JobModel::finish`] is the one terminal decision), its
+//!   progress and pace, and the job resource; [`jobs::publish`] is the
+//!   publish path (the merge window, serialisation, frames);
+//!   [`jobs::registry`] admits, runs, cancels and forgets jobs and relays
+//!   external workers' calls; [`jobs::context`] is what job code sees;
+//!   [`jobs::kind`] declares job kinds; [`jobs::report`] applies progress
+//!   reports from child processes and workers; [`jobs::worker`] is the
+//!   external workers' mailbox.
+//! - [`published`]: a published state, serialised and framed once: what the
+//!   engine hands the store and the store hands the streams.
+//! - [`store`]: published states and their fan-out behind one trait, with
+//!   the in-memory backend in [`store::memory`].
+//! - [`http`]: the API's router and handlers; [`http::sse`] holds the stream
+//!   rules (snapshot, resume, lag, keep-alive, pacing).
 //! - [`error`]: every API error as problem+json.
 //! - `server`: accepting connections and serving the router on each.
 //! - [`kinds`]: the built-in job kinds (`demo`), and kinds declared in a

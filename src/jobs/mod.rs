@@ -1,9 +1,12 @@
 //! Job domain: identifiers, statuses, the error a job returns, and the
-//! public job resource as it is serialised to clients.
+//! engine around them.
 //!
-//! The state machine and progress arithmetic live in [`model`]; running,
-//! queueing and cancelling jobs live in [`registry`]; what job code sees is
-//! [`context::JobContext`]; job kinds are declared with [`kind::Kind`].
+//! The state machine, progress arithmetic and the job resource live in
+//! [`model`]; when a change is published, in [`publish`]; running,
+//! queueing, cancelling and forgetting jobs, in [`registry`]; what job code
+//! sees is [`context::JobContext`]; job kinds are declared with
+//! [`kind::Kind`]; counts and names that clients send are read by
+//! [`counts`] and [`names`].
 
 pub mod context;
 pub mod counts;

@@ -3,21 +3,21 @@
 //! forgets them when their retention runs out. Knows nothing about HTTP;
 //! handlers call its methods, and read jobs through it.
 //!
-//! The registry owns each live job's [`JobControl`]: its [`Publisher`] (the
+//! The registry owns each live job's `JobControl`: its [`Publisher`] (the
 //! model and the publish path), its cancel token (a child of the server's
 //! shutdown token) and an `ended` token that fires once the job's terminal
 //! state is committed. Every terminal state goes through
-//! [`Registry::finish`] or a cancel of a queued job, both of which end in
+//! `Registry::finish` or a cancel of a queued job, both of which end in
 //! `JobModel::finish`, under the publisher's lock: whatever races
 //! (completion, failure, panic, cancel, the grace period, shutdown),
-//! exactly one outcome is recorded, and [`Registry::job_ended`] runs once.
+//! exactly one outcome is recorded, and `Registry::job_ended` runs once.
 //!
 //! Each part of the engine has its own file:
-//! - [`admission`]: checking and queueing a new job;
-//! - [`runner`]: a job's task, from its running slot to its outcome;
-//! - [`cancel`]: cancel requests and the grace period;
-//! - [`retention`]: forgetting ended jobs;
-//! - [`worker_calls`]: relaying external workers' calls to their jobs.
+//! - `admission.rs`: checking and queueing a new job;
+//! - `runner.rs`: a job's task, from its running slot to its outcome;
+//! - `cancel.rs`: cancel requests and the grace period;
+//! - `retention.rs`: forgetting ended jobs;
+//! - `worker_calls.rs`: relaying external workers' calls to their jobs.
 
 mod admission;
 mod cancel;
