@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Real clients against a real jobcast server: the spec linter, schemathesis,
-# a generated Python client and Node's EventSource.
+# a generated Python client, a generated TypeScript client and Node's
+# EventSource.
 #
 #   bash clients/run.sh PATH_TO_JOBCAST_BINARY
 #
 # Installs its pinned tools into clients/.venv and clients/node_modules (only
 # when requirements.txt / package-lock.json changed), generates the Python
-# client into clients/generated/, starts the server on a free loopback port
+# client into clients/generated/ and the TypeScript types into
+# clients/typescript/generated/ (compiling the TypeScript test program into
+# clients/out/typescript/), starts the server on a free loopback port
 # with short settings, runs every check, stops the server, and prints
 # `N passed, N failed` last. Exits non-zero if anything failed. Logs of each
 # check are in clients/out/.
@@ -115,6 +118,16 @@ generate_client() {
 }
 check generate-python-client generate_client
 
+# The types as the README generates them (`--default-non-nullable false`: a
+# param with a default stays optional), then the test program, strictly.
+compile_typescript_client() {
+    rm -rf typescript/generated
+    openapi-typescript "$SPEC" --default-non-nullable false -o typescript/generated/jobcast.d.ts &&
+        tsc --project typescript
+}
+check compile-typescript-client compile_typescript_client
+TYPESCRIPT_COMPILED=$LAST_OK
+
 # ---------------------------------------------------------------- the server
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URL="http://127.0.0.1:$PORT"
@@ -197,6 +210,10 @@ suite() {
 }
 suite python-client-e2e '^\d+(?= passed, \d+ failed$)' '^\d+ passed, \K\d+(?= failed$)' \
     python python/client_e2e.py "$URL"
+if [[ $TYPESCRIPT_COMPILED -eq 1 ]]; then
+    suite typescript-client-e2e '^# pass \K\d+' '^# fail \K\d+' \
+        env JOBCAST_URL="$URL" node --test --test-reporter=tap "$OUT/typescript/client_e2e.js"
+fi
 suite node-eventsource '^# pass \K\d+' '^# fail \K\d+' \
     env JOBCAST_URL="$URL" node --test --test-reporter=tap node/
 

@@ -32,9 +32,10 @@ from jobcast_client.api.kinds import list_kinds
 from jobcast_client.api.workers import worker_complete, worker_fail, worker_heartbeat
 from jobcast_client.models import (
     Completion,
+    ConfiguredJobRequest,
+    ConfiguredJobRequestParamsType0,
     ConflictProblem,
-    CreateJobRequest,
-    CreateJobRequestParamsType0,
+    DemoJobRequest,
     DemoParams,
     DemoStage,
     Failure,
@@ -60,8 +61,8 @@ def test(func: Callable[[Client], None]) -> Callable[[Client], None]:
     return func
 
 
-def demo_request(**params: object) -> CreateJobRequest:
-    """A typed create request: the params built as the generated `DemoParams` model."""
+def demo_request(**params: object) -> DemoJobRequest:
+    """A typed create request: the params as the generated `DemoParams` model."""
     stages = params.pop("stages", None)
     demo = DemoParams(
         stages=[DemoStage(name=name, weight=weight, steps=steps) for name, weight, steps in stages]
@@ -69,7 +70,7 @@ def demo_request(**params: object) -> CreateJobRequest:
         else UNSET,
         **params,  # type: ignore[arg-type]
     )
-    return CreateJobRequest(kind="demo", params=CreateJobRequestParamsType0.from_dict(demo.to_dict()))
+    return DemoJobRequest(kind="demo", params=demo)
 
 
 def create(client: Client, **params: object) -> Job:
@@ -190,7 +191,8 @@ def cancel_completed_job_is_conflict(client: Client) -> None:
 
 @test
 def bad_request_is_typed_problem(client: Client) -> None:
-    body = CreateJobRequest(kind="demo", params=CreateJobRequestParamsType0.from_dict({"no_such_param": 1}))
+    # `DemoParams` has no room for an unknown param; the request of the other kinds takes any object.
+    body = ConfiguredJobRequest(kind="demo", params=ConfiguredJobRequestParamsType0.from_dict({"no_such_param": 1}))
     response = create_job.sync_detailed(client=client, body=body)
     assert response.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, (response.status_code, response.content)
     problem = response.parsed
@@ -198,7 +200,7 @@ def bad_request_is_typed_problem(client: Client) -> None:
     assert problem.type_ == "urn:jobcast:problem:unprocessable-entity", problem.type_
     assert problem.status == 422 and problem.title and "no_such_param" in problem.detail, problem
 
-    unknown_kind = create_job.sync_detailed(client=client, body=CreateJobRequest(kind="no-such-kind"))
+    unknown_kind = create_job.sync_detailed(client=client, body=ConfiguredJobRequest(kind="no-such-kind"))
     assert unknown_kind.status_code == HTTPStatus.UNPROCESSABLE_ENTITY, unknown_kind.status_code
     assert isinstance(unknown_kind.parsed, Problem), unknown_kind.parsed
 
@@ -283,7 +285,7 @@ TOKEN = re.compile(r"jcw_[0-9a-f]{64}")
 
 def create_ingest(client: Client, url: str = "https://example.com/data.csv") -> tuple[Job, str]:
     """Creates an ingest job: its first state and the worker token only this answer carries."""
-    body = CreateJobRequest(kind="ingest", params=CreateJobRequestParamsType0.from_dict({"url": url}))
+    body = ConfiguredJobRequest(kind="ingest", params=ConfiguredJobRequestParamsType0.from_dict({"url": url}))
     response = create_job.sync_detailed(client=client, body=body)
     assert response.status_code == HTTPStatus.ACCEPTED, (response.status_code, response.content)
     job = response.parsed
