@@ -1,19 +1,30 @@
 //! The live dashboard: serves the page at `/` and its script and stylesheet
-//! under `/ui/`, all three embedded in the binary at build time from `ui/`.
+//! under `/ui/{file}`, all embedded in the binary at build time from `ui/`.
 //!
-//! This module owns only the delivery of those files. The page itself is
-//! plain HTML, CSS and JavaScript with no build step, and talks to the
-//! server solely through the public API (`/v1/events`, `/v1/kinds`,
-//! `/v1/jobs`), so it doubles as an example of using that API from a
-//! browser. The files are sent with `Cache-Control: no-cache` so that a
-//! browser revalidates them and never runs a page older than its server.
+//! This module owns only the delivery of those files: the table below is the
+//! whole list, and any other name under `/ui/` answers the usual 404 problem.
+//! The page itself is plain HTML, CSS and JavaScript with no build step,
+//! and talks to the server solely through the public API (`/v1/events`,
+//! `/v1/kinds`, `/v1/jobs`), so it doubles as an example of using that API
+//! from a browser. The files are sent with `Cache-Control: no-cache` so that
+//! a browser revalidates them and never runs a page older than its server.
 
+use axum::extract::OriginalUri;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::IntoResponse;
 
+use crate::error::ApiError;
+
 const INDEX_HTML: &str = include_str!("../../ui/index.html");
-const APP_JS: &str = include_str!("../../ui/app.js");
-const STYLE_CSS: &str = include_str!("../../ui/style.css");
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Every file served under `/ui/`: its path, content type and contents.
+const UI_FILES: &[(&str, &str, &str)] = &[
+    ("/ui/app.js", JAVASCRIPT, include_str!("../../ui/app.js")),
+    ("/ui/style.css", CSS, include_str!("../../ui/style.css")),
+];
 
 /// One embedded file with its content type, never cached without revalidation.
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -25,12 +36,14 @@ pub async fn index() -> impl IntoResponse {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
-/// `GET /ui/app.js`: the page's script.
-pub async fn app_js() -> impl IntoResponse {
-    asset("text/javascript; charset=utf-8", APP_JS)
-}
-
-/// `GET /ui/style.css`: the page's stylesheet.
-pub async fn style_css() -> impl IntoResponse {
-    asset("text/css; charset=utf-8", STYLE_CSS)
+/// `GET /ui/{file}`: the page's script or its stylesheet.
+///
+/// The path is looked up as sent, not percent-decoded, just as fixed routes
+/// are matched: a malformed name is a 404 like any other unknown one.
+pub async fn ui_file(OriginalUri(uri): OriginalUri) -> Result<impl IntoResponse, ApiError> {
+    let (_, content_type, body) = UI_FILES
+        .iter()
+        .find(|(path, _, _)| *path == uri.path())
+        .ok_or_else(|| ApiError::RouteNotFound(uri.path().to_owned()))?;
+    Ok(asset(content_type, body))
 }

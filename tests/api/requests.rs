@@ -36,8 +36,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/metrics", &["GET"]),
     ("/openapi.yaml", &["GET"]),
     ("/", &["GET"]),
-    ("/ui/app.js", &["GET"]),
-    ("/ui/style.css", &["GET"]),
+    ("/ui/{file}", &["GET"]),
 ];
 
 /// Every field of the job resource in CONTRACT.md.
@@ -572,7 +571,7 @@ async fn the_spec_paths_and_the_router_routes_are_the_same() {
     let app = TestApp::spawn().await;
     let job = id_of(&app.create_demo(demo(1, 0)).await);
     for (path, method) in &spec {
-        let url = app.url(&path.replace("{id}", &job));
+        let url = app.url(&concrete_path(path, &job));
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = app.client.request(method.clone(), url);
         if method == Method::POST && path == "/v1/jobs" {
@@ -588,7 +587,7 @@ async fn the_spec_paths_and_the_router_routes_are_the_same() {
     // ...and the router's table is the server's: every other method is a 405
     // whose Allow lists exactly the route's methods.
     for (path, methods) in ROUTES {
-        let url = app.url(&path.replace("{id}", &job));
+        let url = app.url(&concrete_path(path, &job));
         for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
             if methods.contains(&method) {
                 continue;
@@ -1178,6 +1177,12 @@ fn is_lowercase_uuid_v7(id: &str) -> bool {
         })
         && bytes[14] == b'7'
         && matches!(bytes[19], b'8' | b'9' | b'a' | b'b')
+}
+
+/// A route's path with its parameters filled in: `job` for `{id}`, the
+/// dashboard's style sheet for `{file}`.
+fn concrete_path(path: &str, job: &str) -> String {
+    path.replace("{id}", job).replace("{file}", "style.css")
 }
 
 /// Every (path, METHOD) of the spec's `paths`, by a line scan.
