@@ -90,8 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.yaml", get(ops::openapi))
         .route("/", get(dashboard::index))
-        .route("/ui/app.js", get(dashboard::app_js))
-        .route("/ui/style.css", get(dashboard::style_css))
+        .route("/ui/{file}", get(dashboard::ui_file))
         .fallback(ops::not_found)
         .layer(
             // Outermost first: every request's span, then the panic safety

@@ -30,8 +30,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/metrics", &["GET"]),
     ("/openapi.yaml", &["GET"]),
     ("/", &["GET"]),
-    ("/ui/app.js", &["GET"]),
-    ("/ui/style.css", &["GET"]),
+    ("/ui/{file}", &["GET"]),
 ];
 
 #[tokio::test]
@@ -138,7 +137,7 @@ async fn the_spec_paths_and_the_router_routes_are_the_same() {
     let app = TestApp::spawn().await;
     let job = id_of(&app.create_demo(demo(1, 0)).await);
     for (path, method) in &spec {
-        let url = app.url(&path.replace("{id}", &job));
+        let url = app.url(&concrete_path(path, &job));
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = app.client.request(method.clone(), url);
         if method == Method::POST && path == "/v1/jobs" {
@@ -154,7 +153,7 @@ async fn the_spec_paths_and_the_router_routes_are_the_same() {
     // ...and the router's table is the server's: every other method is a 405
     // whose Allow lists exactly the route's methods.
     for (path, methods) in ROUTES {
-        let url = app.url(&path.replace("{id}", &job));
+        let url = app.url(&concrete_path(path, &job));
         for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
             if methods.contains(&method) {
                 continue;
@@ -198,4 +197,10 @@ fn spec_operations() -> BTreeSet<(String, String)> {
     }
     assert!(!operations.is_empty(), "the spec has paths");
     operations
+}
+
+/// A route's path with its parameters filled in: `job` for `{id}`, the
+/// dashboard's style sheet for `{file}`.
+fn concrete_path(path: &str, job: &str) -> String {
+    path.replace("{id}", job).replace("{file}", "style.css")
 }

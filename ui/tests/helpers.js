@@ -29,20 +29,28 @@ function launchBrowser() {
 }
 
 /**
- * With JOBCAST_TEST_UI_FROM_DISK=1 the page's three files are served from
- * ui/ instead of the binary, to try changes without rebuilding the server.
- * Off by default: the tests check what the binary embeds.
+ * With JOBCAST_TEST_UI_FROM_DISK=1 the page and every file under /ui/ are
+ * served from ui/ instead of the binary, to try changes without rebuilding
+ * the server. Off by default: the tests check what the binary embeds.
  */
 async function maybeServeUiFromDisk(context) {
   if (process.env.JOBCAST_TEST_UI_FROM_DISK !== '1') return;
-  const files = {
-    '/': ['index.html', 'text/html; charset=utf-8'],
-    '/ui/app.js': ['app.js', 'text/javascript; charset=utf-8'],
-    '/ui/style.css': ['style.css', 'text/css; charset=utf-8'],
+  const contentTypes = {
+    '.html': 'text/html; charset=utf-8',
+    '.js': 'text/javascript; charset=utf-8',
+    '.css': 'text/css; charset=utf-8',
   };
-  await context.route((url) => url.origin === BASE_URL && files[url.pathname] !== undefined, (route) => {
-    const [file, contentType] = files[new URL(route.request().url()).pathname];
-    return route.fulfill({ body: fs.readFileSync(path.join(UI_DIR, file)), contentType });
+  const fileFor = (pathname) => {
+    if (pathname === '/') return 'index.html';
+    const name = pathname.match(/^\/ui\/([\w-]+\.(?:js|css))$/)?.[1];
+    return name && fs.existsSync(path.join(UI_DIR, name)) ? name : null;
+  };
+  await context.route((url) => url.origin === BASE_URL && fileFor(url.pathname) !== null, (route) => {
+    const file = fileFor(new URL(route.request().url()).pathname);
+    return route.fulfill({
+      body: fs.readFileSync(path.join(UI_DIR, file)),
+      contentType: contentTypes[path.extname(file)],
+    });
   });
 }
 
