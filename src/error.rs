@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::jobs::labels::LabelError;
 use crate::jobs::registry::{CancelError, CreateError, WorkerError};
 use crate::published::Published;
 
@@ -163,5 +164,11 @@ impl From<CancelError> for ApiError {
             CancelError::NotFound(id) => ApiError::JobNotFound(id.to_string()),
             CancelError::AlreadyEnded(job) => ApiError::JobAlreadyEnded(job),
         }
+    }
+}
+
+impl From<LabelError> for ApiError {
+    fn from(error: LabelError) -> Self {
+        ApiError::Unprocessable(error.to_string())
     }
 }

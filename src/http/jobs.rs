@@ -16,6 +16,8 @@ use super::body::JsonBody;
 use super::query::{job_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
+use crate::jobs::labels::Labels;
+use crate::jobs::registry::JobRequest;
 use crate::jobs::{JobId, JobStatus};
 use crate::published::Published;
 use crate::store::ListQuery;
@@ -31,6 +33,8 @@ pub struct CreateJob {
     kind: String,
     #[serde(default)]
     params: Value,
+    #[serde(default)]
+    labels: Value,
 }
 
 /// A job as the answer to a request: its published JSON, as every stream
@@ -42,7 +46,12 @@ pub(crate) fn job_json(job: &Published) -> Response {
 /// Starts a job. For an external kind the body also holds `worker_token`,
 /// which is shown only here.
 pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<CreateJob>) -> Result<Response, ApiError> {
-    let created = app.registry.create(&body.kind, body.params).await?;
+    let request = JobRequest {
+        kind: body.kind,
+        params: body.params,
+        labels: Labels::from_json(body.labels)?,
+    };
+    let created = app.registry.create(request).await?;
     let job = &created.job;
     let location = format!("/v1/jobs/{}", job.job_id);
     let body = match &created.worker_token {
@@ -81,6 +90,7 @@ pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Res
     let query = ListQuery {
         statuses,
         kinds: query.all("kind").map(str::to_owned).collect(),
+        labels: query.label_filters()?,
         before,
         limit,
     };

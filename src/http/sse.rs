@@ -34,6 +34,7 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use super::query::{job_id, last_event_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
+use crate::jobs::labels::LabelFilter;
 use crate::jobs::{JobId, JobStatus};
 use crate::published::Published;
 
@@ -321,6 +322,8 @@ impl JobStream {
 struct Filter {
     kinds: Option<Vec<String>>,
     ids: Option<Vec<JobId>>,
+    /// Every one must match.
+    labels: Vec<LabelFilter>,
     statuses: Vec<JobStatus>,
     /// Jobs shown and not yet ended: followed to their terminal event even
     /// when they leave the status filter. Only used with a status filter.
@@ -337,6 +340,7 @@ impl Filter {
             ids: query
                 .has("id")
                 .then(|| query.all("id").filter_map(|id| id.parse().ok()).collect()),
+            labels: query.label_filters()?,
             statuses: query.parsed_all(
                 "status",
                 "one of queued, running, cancelling, completed, failed, cancelled",
@@ -356,7 +360,7 @@ impl Filter {
         {
             return false;
         }
-        if self.ids.as_ref().is_some_and(|ids| !ids.contains(&job.job_id)) {
+        if self.ids.as_ref().is_some_and(|ids| !ids.contains(&job.job_id)) || !job.labels.matches_all(&self.labels) {
             return false;
         }
         if self.statuses.is_empty() {

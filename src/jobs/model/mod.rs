@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::labels::Labels;
 use super::{ErrorInfo, JobError, JobId, JobStatus, StageStatus};
 pub use progress::{check_stages, StageSpec, PROGRESS_CAP};
 use progress::{Pace, Stage};
@@ -78,6 +79,8 @@ pub struct JobModel {
     /// `params` serialised once: they never change, and every published
     /// state echoes them.
     params_json: Arc<RawValue>,
+    /// Shared with every published state, which the store filters on.
+    labels: Arc<Labels>,
     status: JobStatus,
     seq: u64,
     stages: Vec<Stage>,
@@ -108,6 +111,7 @@ impl JobModel {
             kind,
             params,
             params_json: Arc::from(params_json),
+            labels: Arc::default(),
             status: JobStatus::Queued,
             seq: 0,
             stages: Vec::new(),
@@ -128,12 +132,22 @@ impl JobModel {
         }
     }
 
+    /// The same job with `labels`, given when it is created.
+    pub fn with_labels(mut self, labels: Arc<Labels>) -> Self {
+        self.labels = labels;
+        self
+    }
+
     pub fn id(&self) -> JobId {
         self.id
     }
 
     pub fn kind(&self) -> &Arc<str> {
         &self.kind
+    }
+
+    pub fn labels(&self) -> &Arc<Labels> {
+        &self.labels
     }
 
     pub fn status(&self) -> JobStatus {

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::runner::Start;
 use super::{JobControl, Registry};
 use crate::jobs::kind::{Prepared, PreparedJob};
+use crate::jobs::labels::Labels;
 use crate::jobs::model::JobModel;
 use crate::jobs::publish::Publisher;
 use crate::jobs::worker::{self, WorkerToken};
@@ -35,6 +36,15 @@ pub enum CreateError {
     Store(#[from] AppendError),
 }
 
+/// What a create request asks for, its labels already checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRequest {
+    pub kind: String,
+    /// As given; null means `{}`.
+    pub params: Value,
+    pub labels: Labels,
+}
+
 /// A job just created.
 #[derive(Debug)]
 pub struct Created {
@@ -44,17 +54,14 @@ pub struct Created {
 }
 
 impl Registry {
-    /// Creates a job of `kind` and queues it to run; answers once its first
-    /// state is committed.
-    pub async fn create(&self, kind: &str, params: Value) -> Result<Created, CreateError> {
+    /// Creates the job `request` asks for and queues it to run; answers
+    /// once its first state is committed.
+    pub async fn create(&self, request: JobRequest) -> Result<Created, CreateError> {
         if self.is_shutting_down() {
             return Err(CreateError::ShuttingDown);
         }
-        let kind = self
-            .inner
-            .kinds
-            .get(kind)
-            .ok_or_else(|| CreateError::UnknownKind(kind.to_owned()))?;
+        let JobRequest { kind, params, labels } = request;
+        let kind = self.inner.kinds.get(&kind).ok_or(CreateError::UnknownKind(kind))?;
         let params = match params {
             Value::Null => Value::Object(Default::default()),
             Value::Object(params) => Value::Object(params),
@@ -68,7 +75,7 @@ impl Registry {
         }
         let id = JobId::generate();
         let (publisher, first) = Publisher::start(
-            JobModel::new(id, kind.shared_name(), Arc::new(params), Utc::now()),
+            JobModel::new(id, kind.shared_name(), Arc::new(params), Utc::now()).with_labels(Arc::new(labels)),
             &self.inner.store,
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),

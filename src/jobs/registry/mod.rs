@@ -42,7 +42,7 @@ use super::{JobId, JobStatus};
 use crate::metrics::{self, Metrics};
 use crate::store::{AllFeed, JobFeed, ListQuery, Published, Store};
 
-pub use admission::{CreateError, Created};
+pub use admission::{CreateError, Created, JobRequest};
 pub use cancel::CancelError;
 pub use worker_calls::WorkerError;
 
