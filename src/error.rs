@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::jobs::labels::LabelError;
-use crate::jobs::registry::{CancelError, CreateError, WorkerError};
+use crate::jobs::registry::{CancelError, CreateError, KeyError, WorkerError};
 use crate::published::Published;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -124,7 +124,9 @@ impl IntoResponse for ApiError {
 impl From<CreateError> for ApiError {
     fn from(error: CreateError) -> Self {
         match error {
-            CreateError::UnknownKind(_) | CreateError::InvalidParams(_) => ApiError::Unprocessable(error.to_string()),
+            CreateError::UnknownKind(_) | CreateError::InvalidParams(_) | CreateError::KeyReused(_) => {
+                ApiError::Unprocessable(error.to_string())
+            }
             CreateError::QueueFull(_) => ApiError::Unavailable {
                 detail: error.to_string(),
                 retry_after_seconds: 1,
@@ -170,5 +172,11 @@ impl From<CancelError> for ApiError {
 impl From<LabelError> for ApiError {
     fn from(error: LabelError) -> Self {
         ApiError::Unprocessable(error.to_string())
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        ApiError::BadRequest(error.to_string())
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,7 +17,7 @@ use super::query::{job_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
 use crate::jobs::labels::Labels;
-use crate::jobs::registry::JobRequest;
+use crate::jobs::registry::{IdempotencyKey, JobRequest};
 use crate::jobs::{JobId, JobStatus};
 use crate::published::Published;
 use crate::store::ListQuery;
@@ -43,15 +43,26 @@ pub(crate) fn job_json(job: &Published) -> Response {
     ([(CONTENT_TYPE, "application/json")], job.json.clone()).into_response()
 }
 
-/// Starts a job. For an external kind the body also holds `worker_token`,
-/// which is shown only here.
-pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<CreateJob>) -> Result<Response, ApiError> {
+/// The request header that makes a create idempotent.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The answer header that tells a repeat of a keyed create from the first.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Starts a job, or with an `Idempotency-Key` answers the job an earlier
+/// request with the same key and body started. For an external kind the
+/// body also holds `worker_token`, which is shown only here.
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateJob>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let request = JobRequest {
         kind: body.kind,
         params: body.params,
         labels: Labels::from_json(body.labels)?,
     };
-    let created = app.registry.create(request).await?;
+    let created = app.registry.create(request, key).await?;
     let job = &created.job;
     let location = format!("/v1/jobs/{}", job.job_id);
     let body = match &created.worker_token {
@@ -64,12 +75,37 @@ pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<Create
             body.freeze()
         }
     };
-    Ok((
+    let mut response = (
         StatusCode::ACCEPTED,
         [(LOCATION, location.as_str()), (CONTENT_TYPE, "application/json")],
         body,
     )
-        .into_response())
+        .into_response();
+    if created.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The request's `Idempotency-Key`, if it has one: sent once, visible
+/// ASCII, 1 to 255 characters; anything else is a 400.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest("send one Idempotency-Key, not several".to_owned()));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| !key.contains(|c: char| c.is_ascii_control()))
+        .ok_or_else(|| ApiError::BadRequest("the Idempotency-Key must be visible ASCII".to_owned()))?;
+    // Owners come with authentication; until then every key is anonymous.
+    Ok(Some(IdempotencyKey::new(None, key)?))
 }
 
 pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {

@@ -4,6 +4,7 @@ mod all_jobs_stream;
 mod bad_requests;
 mod commands;
 mod create;
+mod create_idempotency;
 mod engine;
 mod examples;
 mod fanout;

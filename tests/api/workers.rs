@@ -402,6 +402,33 @@ async fn a_queued_external_job_is_cancelled_at_once() {
 }
 
 #[tokio::test]
+async fn a_repeated_keyed_create_answers_the_worker_token_again() {
+    let app = spawn(test_config(), "30s").await;
+    let body = json!({"kind": "ingest", "params": {"url": "https://example.com/a.csv"}});
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/v1/jobs"))
+            .header("idempotency-key", "ingest-a")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        answers.push(response.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0]["id"], answers[1]["id"]);
+    let token = answers[0]["worker_token"].as_str().expect("a worker token");
+    assert_eq!(
+        answers[1]["worker_token"], token,
+        "a client that lost the first answer still gets the token"
+    );
+    let (status, _) = call(&app, &id_of(&answers[0]), "complete", Some(token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_silent_worker_fails_its_job_with_heartbeat_timeout() {
     let app = spawn(test_config(), "200ms").await;
     let (job, token) = create_ingest(&app).await;

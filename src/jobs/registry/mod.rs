@@ -14,6 +14,7 @@
 //!
 //! Each part of the engine has its own file:
 //! - `admission.rs`: checking and queueing a new job;
+//! - `idempotency.rs`: the jobs that idempotency keys name;
 //! - `runner.rs`: a job's task, from its running slot to its outcome;
 //! - `cancel.rs`: cancel requests and the grace period;
 //! - `retention.rs`: forgetting ended jobs;
@@ -21,6 +22,7 @@
 
 mod admission;
 mod cancel;
+mod idempotency;
 mod retention;
 mod runner;
 mod worker_calls;
@@ -44,6 +46,7 @@ use crate::store::{AllFeed, JobFeed, ListQuery, Published, Store};
 
 pub use admission::{CreateError, Created, JobRequest};
 pub use cancel::CancelError;
+pub use idempotency::{IdempotencyKey, KeyError};
 pub use worker_calls::WorkerError;
 
 /// The engine's limits and timings.
@@ -107,6 +110,8 @@ struct Inner {
     /// External jobs' tokens and mailboxes, kept until the job is forgotten
     /// so that a late call still gets a 409 rather than a 404.
     mailboxes: Mutex<HashMap<JobId, Mailbox>>,
+    /// The jobs idempotency keys name, kept as long as those jobs.
+    keys: Mutex<idempotency::KeyIndex>,
     /// Ended jobs in the order they ended, for retention.
     ended: Mutex<VecDeque<(Instant, JobId)>>,
     reaper_wake: Notify,
@@ -141,6 +146,7 @@ impl Registry {
                 queued: AtomicUsize::new(0),
                 controls: Mutex::new(HashMap::new()),
                 mailboxes: Mutex::new(HashMap::new()),
+                keys: Mutex::default(),
                 ended: Mutex::new(VecDeque::new()),
                 reaper_wake: Notify::new(),
                 tracker: TaskTracker::new(),
