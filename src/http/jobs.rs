@@ -1,4 +1,5 @@
-//! Job handlers: create, list, get (with long poll), cancel, and the kinds.
+//! Job handlers: create, list, get (with long poll), cancel, retry, and the
+//! kinds.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::query::{job_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
 use crate::jobs::labels::Labels;
-use crate::jobs::registry::{IdempotencyKey, JobRequest};
+use crate::jobs::registry::{Created, IdempotencyKey, JobRequest};
 use crate::jobs::{JobId, JobStatus};
 use crate::published::Published;
 use crate::store::ListQuery;
@@ -61,8 +62,28 @@ pub async fn create(
         kind: body.kind,
         params: body.params,
         labels: Labels::from_json(body.labels)?,
+        retry_of: None,
     };
     let created = app.registry.create(request, key).await?;
+    Ok(accepted(&created))
+}
+
+/// Runs a failed or cancelled job again as a new job, answered as a create
+/// is (an `Idempotency-Key` works alike).
+pub async fn retry(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let key = idempotency_key(&headers)?;
+    let created = app.registry.retry(id, key).await?;
+    Ok(accepted(&created))
+}
+
+/// The 202 answer to a create (or a retry): the job, its `Location`, the
+/// worker token of an external job, and whether it is a repeat.
+fn accepted(created: &Created) -> Response {
     let job = &created.job;
     let location = format!("/v1/jobs/{}", job.job_id);
     let body = match &created.worker_token {
@@ -86,7 +107,7 @@ pub async fn create(
             .headers_mut()
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 /// The request's `Idempotency-Key`, if it has one: sent once, visible

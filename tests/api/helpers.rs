@@ -118,6 +118,11 @@ impl TestApp {
         )
     }
 
+    /// POST /v1/jobs/{id}/retry with no body.
+    pub async fn retry(&self, id: &str) -> reqwest::Response {
+        send(self.client.post(self.url(&format!("/v1/jobs/{id}/retry")))).await
+    }
+
     /// Polls the job until it has `status`; fails the test after WAIT.
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -551,6 +556,7 @@ const JOB_FIELDS: &[&str] = &[
     "updated_at",
     "finished_at",
     "labels",
+    "retry_of",
 ];
 
 /// A job's id.
@@ -575,6 +581,10 @@ pub fn assert_job_shape(job: &Value) {
             .as_object()
             .is_some_and(|labels| labels.values().all(Value::is_string)),
         "labels are an object of strings: {job}"
+    );
+    assert!(
+        job["retry_of"].is_null() || job["retry_of"].as_str().is_some_and(is_lowercase_uuid_v7),
+        "retry_of is null or a job id: {job}"
     );
     for field in ["created_at", "updated_at"] {
         let time = job[field].as_str().unwrap_or_else(|| panic!("{field} is set: {job}"));

@@ -18,6 +18,7 @@ mod lifecycle;
 mod list;
 mod ops;
 mod pacing;
+mod retry;
 mod smoke;
 mod streams_common;
 mod workers;

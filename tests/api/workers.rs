@@ -429,6 +429,34 @@ async fn a_repeated_keyed_create_answers_the_worker_token_again() {
 }
 
 #[tokio::test]
+async fn a_retried_external_job_gets_a_new_worker_token_and_the_same_params() {
+    let app = spawn(test_config(), "30s").await;
+    let (job, token) = create_ingest(&app).await;
+    let id = id_of(&job);
+    let error = json!({"code": "upstream_down", "message": "try later", "retryable": true});
+    let (status, _) = call(&app, &id, "fail", Some(&token), error).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let retry: Value = response.json().await.unwrap();
+    assert_eq!(retry["retry_of"], id);
+    assert_eq!(retry["params"], job["params"]);
+    let new_token = retry["worker_token"].as_str().expect("a new worker token");
+    assert_ne!(new_token, token);
+    let new_id = id_of(&retry);
+    let (status, _) = call(&app, &new_id, "heartbeat", Some(&token), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the old token is not the new job's");
+    let (status, done) = call(&app, &new_id, "complete", Some(new_token), json!({"result": 1})).await;
+    assert_eq!((status, &done["status"]), (StatusCode::OK, &json!("completed")));
+}
+
+#[tokio::test]
 async fn a_silent_worker_fails_its_job_with_heartbeat_timeout() {
     let app = spawn(test_config(), "200ms").await;
     let (job, token) = create_ingest(&app).await;

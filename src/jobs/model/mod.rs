@@ -81,6 +81,8 @@ pub struct JobModel {
     params_json: Arc<RawValue>,
     /// Shared with every published state, which the store filters on.
     labels: Arc<Labels>,
+    /// The failed or cancelled job this one retries.
+    retry_of: Option<JobId>,
     status: JobStatus,
     seq: u64,
     stages: Vec<Stage>,
@@ -112,6 +114,7 @@ impl JobModel {
             params,
             params_json: Arc::from(params_json),
             labels: Arc::default(),
+            retry_of: None,
             status: JobStatus::Queued,
             seq: 0,
             stages: Vec::new(),
@@ -135,6 +138,12 @@ impl JobModel {
     /// The same job with `labels`, given when it is created.
     pub fn with_labels(mut self, labels: Arc<Labels>) -> Self {
         self.labels = labels;
+        self
+    }
+
+    /// The same job, as the retry of job `retry_of`, if any.
+    pub fn with_retry_of(mut self, retry_of: Option<JobId>) -> Self {
+        self.retry_of = retry_of;
         self
     }
 

@@ -44,6 +44,7 @@ impl JobModel {
             updated_at: self.updated_at,
             finished_at: self.finished_at,
             labels: &self.labels,
+            retry_of: self.retry_of,
         }
     }
 }
@@ -89,6 +90,7 @@ pub struct JobView<'a> {
     #[serde(serialize_with = "crate::jobs::serialize_optional_time")]
     pub finished_at: Option<DateTime<Utc>>,
     pub labels: &'a Labels,
+    pub retry_of: Option<JobId>,
 }
 
 fn serialize_stages<S: serde::Serializer>(stages: &&[Stage], serializer: S) -> Result<S::Ok, S::Error> {

@@ -37,7 +37,7 @@ pub enum CreateError {
     ShuttingDown,
     #[error("the job could not be stored: {0}")]
     Store(#[from] AppendError),
-    #[error("the Idempotency-Key was already used for job {0}, with a different kind, params or labels")]
+    #[error("the Idempotency-Key was already used for job {0}, with a different request")]
     KeyReused(JobId),
 }
 
@@ -48,6 +48,8 @@ pub struct JobRequest {
     /// As given; null means `{}`.
     pub params: Value,
     pub labels: Labels,
+    /// The failed or cancelled job this one retries.
+    pub retry_of: Option<JobId>,
 }
 
 /// A job just created, or the job an earlier request with the same
@@ -80,7 +82,7 @@ impl Registry {
                 }
                 Lookup::Wait(settled) => settled.cancelled().await,
                 Lookup::Taken(job_id, asked) => {
-                    if !asked.is_same(&request.kind, &request.params, &request.labels) {
+                    if !asked.is_same(&request) {
                         return Err(CreateError::KeyReused(job_id));
                     }
                     // Gone when retention forgot it meanwhile: then so is its key.
@@ -104,7 +106,12 @@ impl Registry {
         if self.is_shutting_down() {
             return Err(CreateError::ShuttingDown);
         }
-        let JobRequest { kind, params, labels } = request;
+        let JobRequest {
+            kind,
+            params,
+            labels,
+            retry_of,
+        } = request;
         let kind = self.inner.kinds.get(&kind).ok_or(CreateError::UnknownKind(kind))?;
         let params = match params {
             Value::Null => Value::Object(Default::default()),
@@ -126,11 +133,14 @@ impl Registry {
                     kind: kind.shared_name(),
                     params: params.clone(),
                     labels: labels.clone(),
+                    retry_of,
                 },
             );
         }
         let (publisher, first) = Publisher::start(
-            JobModel::new(id, kind.shared_name(), params, Utc::now()).with_labels(labels),
+            JobModel::new(id, kind.shared_name(), params, Utc::now())
+                .with_labels(labels)
+                .with_retry_of(retry_of),
             &self.inner.store,
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),

@@ -4,8 +4,8 @@
 //! The first request with a key claims it and creates the job; requests
 //! with the same key that arrive meanwhile wait until that creation is
 //! settled, then answer its job when they ask for the same thing (kind,
-//! params and labels equal as JSON values), or are refused when they ask
-//! for something else. A creation that fails gives the key up, and the
+//! params and labels equal as JSON values, and the same job retried), or
+//! are refused when they ask for something else. A creation that fails gives the key up, and the
 //! next waiter claims it. Retention forgets a job's key with the job.
 //!
 //! The claim names its job before the job can end (before anyone can
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::JobRequest;
 use super::{lock, Registry};
 use crate::jobs::labels::Labels;
 use crate::jobs::JobId;
@@ -62,17 +63,20 @@ pub(super) struct Asked {
     pub kind: Arc<str>,
     pub params: Arc<Value>,
     pub labels: Arc<Labels>,
+    pub retry_of: Option<JobId>,
 }
 
 impl Asked {
-    /// Whether a request for `kind`, `params` (null meaning `{}`) and
-    /// `labels` asks for the same job.
-    pub fn is_same(&self, kind: &str, params: &Value, labels: &Labels) -> bool {
-        let same_params = match (params, &*self.params) {
+    /// Whether `request` asks for the same job (its params null meaning `{}`).
+    pub fn is_same(&self, request: &JobRequest) -> bool {
+        let same_params = match (&request.params, &*self.params) {
             (Value::Null, Value::Object(asked)) => asked.is_empty(),
             (params, asked) => params == asked,
         };
-        *self.kind == *kind && same_params && *self.labels == *labels
+        *self.kind == *request.kind
+            && same_params
+            && *self.labels == request.labels
+            && self.retry_of == request.retry_of
     }
 }
 
@@ -209,20 +213,32 @@ mod tests {
     }
 
     #[test]
-    fn a_repeat_asks_for_the_same_kind_params_and_labels() {
+    fn a_repeat_asks_for_the_same_kind_params_labels_and_retried_job() {
         let asked = Asked {
             kind: Arc::from("demo"),
             params: Arc::new(json!({})),
             labels: Arc::default(),
+            retry_of: None,
         };
-        assert!(asked.is_same("demo", &json!({}), &Labels::default()));
-        assert!(
-            asked.is_same("demo", &Value::Null, &Labels::default()),
-            "null params are {{}}"
-        );
-        assert!(!asked.is_same("other", &json!({}), &Labels::default()));
-        assert!(!asked.is_same("demo", &json!({"step_ms": 1}), &Labels::default()));
-        let labels = Labels::from_json(json!({"project": "42"})).unwrap();
-        assert!(!asked.is_same("demo", &json!({}), &labels));
+        let request = |kind: &str, params: Value| JobRequest {
+            kind: kind.to_owned(),
+            params,
+            labels: Labels::default(),
+            retry_of: None,
+        };
+        assert!(asked.is_same(&request("demo", json!({}))));
+        assert!(asked.is_same(&request("demo", Value::Null)), "null params are {{}}");
+        assert!(!asked.is_same(&request("other", json!({}))));
+        assert!(!asked.is_same(&request("demo", json!({"step_ms": 1}))));
+        let labelled = JobRequest {
+            labels: Labels::from_json(json!({"project": "42"})).unwrap(),
+            ..request("demo", json!({}))
+        };
+        assert!(!asked.is_same(&labelled));
+        let retry = JobRequest {
+            retry_of: Some(JobId::generate()),
+            ..request("demo", json!({}))
+        };
+        assert!(!asked.is_same(&retry));
     }
 }

@@ -18,12 +18,14 @@
 //! - `runner.rs`: a job's task, from its running slot to its outcome;
 //! - `cancel.rs`: cancel requests and the grace period;
 //! - `retention.rs`: forgetting ended jobs;
+//! - `retry.rs`: running a failed or cancelled job again, as a new job;
 //! - `worker_calls.rs`: relaying external workers' calls to their jobs.
 
 mod admission;
 mod cancel;
 mod idempotency;
 mod retention;
+mod retry;
 mod runner;
 mod worker_calls;
 
@@ -47,6 +49,7 @@ use crate::store::{AllFeed, JobFeed, ListQuery, Published, Store};
 pub use admission::{CreateError, Created, JobRequest};
 pub use cancel::CancelError;
 pub use idempotency::{IdempotencyKey, KeyError};
+pub use retry::RetryError;
 pub use worker_calls::WorkerError;
 
 /// The engine's limits and timings.
