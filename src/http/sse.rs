@@ -336,10 +336,12 @@ impl Filter {
             kinds: query
                 .has("kind")
                 .then(|| query.all("kind").map(str::to_owned).collect()),
-            // An id that names no job, malformed or not, matches nothing.
+            // A well-formed id that names no job matches nothing; a
+            // malformed one is a 400, as any malformed parameter.
             ids: query
                 .has("id")
-                .then(|| query.all("id").filter_map(|id| id.parse().ok()).collect()),
+                .then(|| query.parsed_all("id", "a job id (a hyphenated UUID)"))
+                .transpose()?,
             labels: query.label_filters()?,
             statuses: query.parsed_all(
                 "status",

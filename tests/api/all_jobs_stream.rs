@@ -337,6 +337,10 @@ async fn malformed_filters_are_400_problems() {
         "?label==42",
         "?label=",
         "?kind=demo&label=project",
+        "?id=not-a-uuid",
+        "?id=0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d&id=nope",
+        "?id=",
+        "?id={0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d}",
     ] {
         let response = app.open(&format!("/v1/events{query}"), HeaderMap::new()).await;
         assert_problem(response, 400, &format!("/v1/events{query}")).await;

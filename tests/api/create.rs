@@ -128,3 +128,29 @@ async fn every_bad_label_is_a_422_naming_it_and_creates_nothing() {
     let (ids, _) = list_page(&app, "").await;
     assert!(ids.is_empty(), "nothing was created: {ids:?}");
 }
+
+#[tokio::test]
+async fn a_demo_step_and_its_delay_may_each_last_up_to_a_day() {
+    let app = TestApp::spawn().await;
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+    for params in [
+        json!({ "stages": [{ "name": "work", "steps": 2 }], "step_ms": DAY_MS }),
+        json!({ "stages": [{ "name": "work", "steps": 2 }], "delay_ms": DAY_MS }),
+    ] {
+        let job = app.create_demo(params.clone()).await;
+        let id = id_of(&job);
+        wait_for_stages(&app, &id).await;
+        let (status, cancelled) = app.cancel(&id).await;
+        assert_eq!(
+            (status, &cancelled["error"]["code"]),
+            (200, &json!("cancelled")),
+            "{params}"
+        );
+    }
+    for param in ["step_ms", "delay_ms"] {
+        let body = json!({ "kind": "demo", "params": { param: DAY_MS + 1 } });
+        let response = send(app.client.post(app.url("/v1/jobs")).json(&body)).await;
+        let problem = assert_problem(response, 422, &format!("{param} over a day")).await;
+        assert!(problem["detail"].as_str().unwrap().contains(param), "{problem}");
+    }
+}

@@ -457,6 +457,57 @@ async fn a_retried_external_job_gets_a_new_worker_token_and_the_same_params() {
 }
 
 #[tokio::test]
+async fn worker_calls_racing_or_after_the_jobs_removal_answer_404_or_409_never_500() {
+    // With no finished job kept, a job is forgotten the moment it ends.
+    let app = spawn(
+        Config {
+            max_finished: 0,
+            ..test_config()
+        },
+        "30s",
+    )
+    .await;
+    let (job, token) = create_ingest(&app).await;
+    let id = id_of(&job);
+    let (status, _) = call(&app, &id, "heartbeat", Some(&token), json!({"stage": "download"})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let racing = (0..10).map(|index| {
+        let action = ["heartbeat", "complete", "fail"][index % 3];
+        let body = match action {
+            "fail" => json!({"code": "broke", "message": "it broke"}),
+            _ => json!({}),
+        };
+        let (app, id, token) = (&app, &id, &token);
+        async move { (action, call(app, id, action, Some(token), body).await.0) }
+    });
+    for (action, status) in futures_util::future::join_all(racing).await {
+        assert!(
+            [StatusCode::OK, StatusCode::NOT_FOUND, StatusCode::CONFLICT].contains(&status),
+            "{action} racing the job's end and removal: {status}"
+        );
+    }
+    app.eventually("the job is forgotten", || async {
+        app.client
+            .get(app.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    for (action, body) in [
+        ("heartbeat", json!({})),
+        ("complete", json!({"result": 1})),
+        ("fail", json!({"code": "broke", "message": "it broke"})),
+    ] {
+        let (status, problem) = call(&app, &id, action, Some(&token), body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action} after removal: {problem}");
+    }
+}
+
+#[tokio::test]
 async fn a_silent_worker_fails_its_job_with_heartbeat_timeout() {
     let app = spawn(test_config(), "200ms").await;
     let (job, token) = create_ingest(&app).await;
