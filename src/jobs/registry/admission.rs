@@ -85,17 +85,20 @@ impl Registry {
                     if !asked.is_same(&request) {
                         return Err(CreateError::KeyReused(job_id));
                     }
-                    // Gone when retention forgot it meanwhile: then so is its key.
-                    if let Some(job) = self.job(job_id).await {
-                        let worker_token = lock(&self.inner.mailboxes)
-                            .get(&job_id)
-                            .map(|mailbox| mailbox.token.clone());
-                        return Ok(Created {
-                            job,
-                            worker_token,
-                            replayed: true,
-                        });
-                    }
+                    // Gone when retention forgot it meanwhile: then so is its
+                    // key (forgotten here too, so that the next look claims it).
+                    let Some(job) = self.job(job_id).await else {
+                        self.forget_key(job_id);
+                        continue;
+                    };
+                    let worker_token = lock(&self.inner.mailboxes)
+                        .get(&job_id)
+                        .map(|mailbox| mailbox.token.clone());
+                    return Ok(Created {
+                        job,
+                        worker_token,
+                        replayed: true,
+                    });
                 }
             }
         }

@@ -182,10 +182,14 @@ impl Registry {
         })
     }
 
-    /// Forgets the key of a job that retention forgets.
+    /// Forgets the key of a job that retention forgets (or that is gone).
     pub(super) fn forget_key(&self, job_id: JobId) {
         let mut index = lock(&self.inner.keys);
-        if let Some(key) = index.of_job.remove(&job_id) {
+        let Some(key) = index.of_job.remove(&job_id) else {
+            return;
+        };
+        let names_job = |claim: &Claim| claim.job.as_ref().is_some_and(|(id, _)| *id == job_id);
+        if index.keys.get(&key).is_some_and(names_job) {
             index.keys.remove(&key);
         }
     }
