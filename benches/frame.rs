@@ -50,7 +50,14 @@ fn frames(c: &mut Criterion) {
     });
     let publish = || {
         Published::stamp(
-            NewState::new(model.id(), kind.clone(), JobStatus::Running, model.seq(), json.clone()),
+            NewState::new(
+                model.id(),
+                kind.clone(),
+                model.labels().clone(),
+                JobStatus::Running,
+                model.seq(),
+                json.clone(),
+            ),
             1_790_000_000_000_000,
         )
     };

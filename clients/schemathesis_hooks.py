@@ -3,14 +3,19 @@
 Two jobs:
 
 1. Keep the run bounded. Generated `demo` params can ask for jobs that run
-   for hours (`step_ms` up to 60 000, `steps` up to 1 000 000, `repeat` up to
-   1 000) and long polls can wait 60 s. `before_call` scales such values down
+   for days (`step_ms` and `delay_ms` up to 86 400 000, `steps` up to
+   1 000 000, `repeat` up to 1 000) and long polls can wait 60 s. `before_call` scales such values down
    before the request is sent, always to values that are just as valid for
    their own field (so a negative case stays negative; schemathesis
    re-validates a case that a `before_call` hook changed). For a positive
    body it also satisfies the rules JSON Schema cannot say: `kind` is one the
    server runs (`GET /v1/kinds`), stage names are unique, and `fail_at` names
    a declared stage.
+
+   A generated `Idempotency-Key` is one value for every case, so two cases
+   with different bodies would share it, which the server rightly refuses
+   (422). `before_call` makes a valid key unique to its request (method,
+   path and body), so that a repeated request still shares its key.
 
    The worker operations (heartbeat, complete, fail) need a job of an
    external kind and its worker token, which only createJob's `202` carries
@@ -34,6 +39,7 @@ and 503, `Allow` on 405).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -58,8 +64,8 @@ SERVED_KINDS = {"demo"}
 
 # The server's own limits (what is valid for each field).
 LIMIT_STEPS = 1_000_000
-LIMIT_STEP_MS = 60_000
-LIMIT_DELAY_MS = 3_600_000
+LIMIT_STEP_MS = 86_400_000
+LIMIT_DELAY_MS = 86_400_000
 LIMIT_REPEAT = 1_000
 
 
@@ -192,6 +198,21 @@ def _satisfy_external_rules(case: Any) -> None:
         case.body["stage"] = EXTERNAL_STAGES[0]
 
 
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?")
+
+
+def _key_per_request(case: Any) -> None:
+    """Makes a valid `Idempotency-Key` unique to the request it is sent with."""
+    headers = case.headers or {}
+    name = next((name for name in headers if name.lower() == "idempotency-key"), None)
+    key = headers.get(name) if name else None
+    if not (isinstance(key, str) and _IDEMPOTENCY_KEY.fullmatch(key)):
+        return
+    request = json.dumps([case.method, case.formatted_path, case.body], sort_keys=True, default=str)
+    digest = hashlib.sha256(request.encode()).hexdigest()[:16]
+    headers[name] = f"{key[:200]}~{digest}"
+
+
 def _operation_id(case: Any) -> str | None:
     definition = getattr(case.operation, "definition", None)
     raw = getattr(definition, "raw", definition)
@@ -220,6 +241,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         _bound_demo_params(case.body)
         if positive:
             _satisfy_demo_rules(case.body)
+        _key_per_request(case)
+    elif operation_id == "retryJob":
+        _key_per_request(case)
     elif operation_id == "getJob" and isinstance(case.query, dict):
         # A long poll waits up to 60 s; a second shows it just as well.
         value = case.query.get("wait_seconds")

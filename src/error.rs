@@ -9,7 +9,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::jobs::registry::{CancelError, CreateError, WorkerError};
+use crate::jobs::labels::LabelError;
+use crate::jobs::registry::{CancelError, CreateError, KeyError, RetryError, WorkerError};
 use crate::published::Published;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -24,6 +25,8 @@ pub enum ApiError {
     RouteNotFound(String),
     #[error("the job already ended {}", .0.status.as_str())]
     JobAlreadyEnded(Arc<Published>),
+    #[error("the job is {}: only a failed or cancelled job can be retried", .0.status.as_str())]
+    JobNotRetryable(Arc<Published>),
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -43,7 +46,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::JobNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::JobAlreadyEnded(_) => StatusCode::CONFLICT,
+            ApiError::JobAlreadyEnded(_) | ApiError::JobNotRetryable(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -94,7 +97,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let detail = self.to_string();
         match self {
-            ApiError::JobAlreadyEnded(job) => {
+            ApiError::JobAlreadyEnded(job) | ApiError::JobNotRetryable(job) => {
                 let job: Value = serde_json::from_slice(&job.json).unwrap_or(Value::Null);
                 problem(status, &detail, Some(("job", job)))
             }
@@ -123,7 +126,9 @@ impl IntoResponse for ApiError {
 impl From<CreateError> for ApiError {
     fn from(error: CreateError) -> Self {
         match error {
-            CreateError::UnknownKind(_) | CreateError::InvalidParams(_) => ApiError::Unprocessable(error.to_string()),
+            CreateError::UnknownKind(_) | CreateError::InvalidParams(_) | CreateError::KeyReused(_) => {
+                ApiError::Unprocessable(error.to_string())
+            }
             CreateError::QueueFull(_) => ApiError::Unavailable {
                 detail: error.to_string(),
                 retry_after_seconds: 1,
@@ -162,6 +167,28 @@ impl From<CancelError> for ApiError {
         match error {
             CancelError::NotFound(id) => ApiError::JobNotFound(id.to_string()),
             CancelError::AlreadyEnded(job) => ApiError::JobAlreadyEnded(job),
+        }
+    }
+}
+
+impl From<LabelError> for ApiError {
+    fn from(error: LabelError) -> Self {
+        ApiError::Unprocessable(error.to_string())
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        ApiError::BadRequest(error.to_string())
+    }
+}
+
+impl From<RetryError> for ApiError {
+    fn from(error: RetryError) -> Self {
+        match error {
+            RetryError::NotFound(id) => ApiError::JobNotFound(id.to_string()),
+            RetryError::NotRetryable(job) => ApiError::JobNotRetryable(job),
+            RetryError::Create(error) => error.into(),
         }
     }
 }

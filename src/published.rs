@@ -3,8 +3,9 @@
 //!
 //! This is the one shape that travels from the engine ([`crate::jobs`]),
 //! through a store ([`crate::store`]), to the streams ([`crate::http::sse`]).
-//! It is a leaf: it knows job ids and statuses and nothing else of the
-//! engine, so a store can hold and fan out states without the job model.
+//! It is a leaf: it knows job ids, statuses and labels and nothing else of
+//! the engine, so a store can hold, filter and fan out states without the
+//! job model.
 //!
 //! A state is made in two steps. The engine serialises the job and frames it
 //! for the job's own stream ([`NewState`]), whose event id is the job's
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::jobs::labels::Labels;
 use crate::jobs::{JobId, JobStatus};
 
 /// A job's next state as the engine hands it to the store: serialised, and
@@ -27,6 +29,9 @@ use crate::jobs::{JobId, JobStatus};
 pub struct NewState {
     pub job_id: JobId,
     pub kind: Arc<str>,
+    /// The job's labels, shared by all its states: what listings and the
+    /// all-jobs stream filter on.
+    pub labels: Arc<Labels>,
     pub status: JobStatus,
     /// The job's own sequence number: the id of per-job stream events.
     pub seq: u64,
@@ -37,11 +42,12 @@ pub struct NewState {
 }
 
 impl NewState {
-    pub fn new(job_id: JobId, kind: Arc<str>, status: JobStatus, seq: u64, json: Bytes) -> Self {
+    pub fn new(job_id: JobId, kind: Arc<str>, labels: Arc<Labels>, status: JobStatus, seq: u64, json: Bytes) -> Self {
         NewState {
             job_frame: encode_frame(live_event_name(status), seq, &json),
             job_id,
             kind,
+            labels,
             status,
             seq,
             json,
@@ -54,6 +60,8 @@ impl NewState {
 pub struct Published {
     pub job_id: JobId,
     pub kind: Arc<str>,
+    /// The job's labels, shared by all its states.
+    pub labels: Arc<Labels>,
     pub status: JobStatus,
     /// The job's own sequence number: the id of per-job stream events.
     pub seq: u64,
@@ -76,6 +84,7 @@ impl Published {
             global_frame: encode_frame(live_event_name(state.status), event_id, &state.json),
             job_id: state.job_id,
             kind: state.kind,
+            labels: state.labels,
             status: state.status,
             seq: state.seq,
             event_id,

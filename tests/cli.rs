@@ -1,4 +1,4 @@
-//! The terminal client (`jobcast watch`, `jobcast submit`): the real binary
+//! The terminal client (`jobcast watch`, `jobcast submit`, `jobcast retry`): the real binary
 //! against a real server on an ephemeral port, with piped output, and on a
 //! pseudo-terminal made by util-linux `script` for the bars and the Ctrl-C
 //! prompt. Jobs that must still be running when a test acts wait in the
@@ -73,10 +73,14 @@ impl Server {
     }
 
     async fn create(&self, kind: &str, params: Value) -> String {
+        self.create_labelled(kind, params, json!({})).await
+    }
+
+    async fn create_labelled(&self, kind: &str, params: Value, labels: Value) -> String {
         let response = self
             .http
             .post(self.url("/v1/jobs"))
-            .json(&json!({ "kind": kind, "params": params }))
+            .json(&json!({ "kind": kind, "params": params, "labels": labels }))
             .send()
             .await
             .unwrap();
@@ -376,9 +380,168 @@ async fn help_lists_the_server_settings_and_the_client_commands() {
         assert!(top.stdout.contains(expected), "{expected} in:\n{}", top.stdout);
     }
     let watch = run(&["watch", "--help"]).await;
-    for expected in ["--server <URL>", "JOBCAST_URL", "130", "the job was cancelled"] {
+    for expected in [
+        "--server <URL>",
+        "JOBCAST_URL",
+        "130",
+        "the job was cancelled",
+        "--label <KEY=VALUE>",
+    ] {
         assert!(watch.stdout.contains(expected), "{expected} in:\n{}", watch.stdout);
     }
+    let submit = run(&["submit", "--help"]).await;
+    for expected in ["--label <KEY=VALUE>", "--idempotency-key <KEY>", "--watch"] {
+        assert!(submit.stdout.contains(expected), "{expected} in:\n{}", submit.stdout);
+    }
+    let retry = run(&["retry", "--help"]).await;
+    for expected in [
+        "<ID>",
+        "failed or cancelled",
+        "--watch",
+        "--idempotency-key <KEY>",
+        "cannot be retried",
+    ] {
+        assert!(retry.stdout.contains(expected), "{expected} in:\n{}", retry.stdout);
+    }
+}
+
+#[tokio::test]
+async fn submit_sends_labels_and_an_idempotency_key() {
+    let server = Server::start().await;
+    let args = |key: &'static str| {
+        [
+            "submit",
+            "demo",
+            "--params",
+            r#"{"step_ms":0}"#,
+            "--label",
+            "project=42",
+            "--label",
+            "env=a=b",
+            "--idempotency-key",
+            key,
+            "--json",
+            "--server",
+            &server.base,
+        ]
+        .map(str::to_owned)
+    };
+    let first = run(&args("k1").iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let job: Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(job["labels"], json!({ "project": "42", "env": "a=b" }));
+    let again = run(&args("k1").iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let repeat: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(repeat["id"], job["id"], "the same key answers the same job");
+    let other = run(&args("k2").iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let other: Value = serde_json::from_str(&other.stdout).unwrap();
+    assert_ne!(other["id"], job["id"]);
+
+    let bad = run(&["submit", "demo", "--label", "Project=42", "--server", &server.base]).await;
+    assert_eq!(bad.code, 3, "{bad:?}");
+    assert!(
+        bad.stderr.contains("\"Project\"") && bad.stderr.contains("422"),
+        "{bad:?}"
+    );
+    let malformed = run(&["submit", "demo", "--label", "project", "--server", &server.base]).await;
+    assert_eq!(malformed.code, 3, "{malformed:?}");
+    assert!(malformed.stderr.contains("KEY=VALUE"), "{malformed:?}");
+}
+
+#[tokio::test]
+async fn retry_starts_a_new_job_and_with_watch_follows_it() {
+    let server = Server::start().await;
+    let failing = json!({ "stages": [{ "name": "one", "steps": 2 }], "step_ms": 0, "fail_at": "one" });
+    let id = server
+        .create_labelled("demo", failing, json!({ "project": "42" }))
+        .await;
+    assert_eq!(server.wait_until_ended(&id).await["status"], "failed");
+
+    let alone = run(&["retry", &id, "--server", &server.base]).await;
+    assert_eq!(alone.code, 0, "{alone:?}");
+    let new_id = alone.stdout.trim();
+    let (_, new) = server.get(&format!("/v1/jobs/{new_id}")).await;
+    assert_eq!(
+        (&new["retry_of"], &new["labels"]),
+        (&json!(id), &json!({ "project": "42" }))
+    );
+
+    let watched = run(&["retry", &id, "--watch", "--server", &server.base]).await;
+    assert_eq!(watched.code, 1, "the retry fails as the job did: {watched:?}");
+    let last = watched.stdout.lines().last().unwrap();
+    assert!(
+        last.contains(" failed ") && last.contains("demo_failure"),
+        "{watched:?}"
+    );
+
+    let completed = server.create_demo(json!({ "step_ms": 0 })).await;
+    server.wait_until_ended(&completed).await;
+    let refused = run(&["retry", &completed, "--server", &server.base]).await;
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.stderr.contains("409") && refused.stderr.contains("failed or cancelled"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn watch_with_labels_follows_every_matching_job_until_each_has_ended() {
+    let server = Server::start().await;
+    let labels = json!({ "batch": "b1" });
+    let done = server
+        .create_labelled("demo", json!({ "step_ms": 0 }), labels.clone())
+        .await;
+    server.wait_until_ended(&done).await;
+    let gated = [
+        server.create_labelled("gate", json!({}), labels.clone()).await,
+        server.create_labelled("gate", json!({}), labels.clone()).await,
+    ];
+    let elsewhere = server
+        .create_labelled("gate", json!({}), json!({ "batch": "b2" }))
+        .await;
+    for id in &gated {
+        server.wait_until_running(id).await;
+    }
+    let mut child = jobcast(&["watch", "--label", "batch=b1", "--server", &server.base])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let following = async {
+        while !gated.iter().all(|id| seen.contains(&format!("{id} seq="))) {
+            assert!(stdout.read_line(&mut seen).await.unwrap() > 0, "output ended: {seen}");
+        }
+    };
+    tokio::time::timeout(WAIT, following)
+        .await
+        .expect("both jobs are followed");
+    server.gate.add_permits(2);
+    tokio::time::timeout(WAIT, stdout.read_to_string(&mut seen))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0), "every job completed: {seen}");
+    for id in gated.iter().chain([&done]) {
+        assert!(seen.contains(&format!("job {id} completed")), "{id} in:\n{seen}");
+    }
+    assert!(!seen.contains(&elsewhere), "only jobs with the label:\n{seen}");
+    server.gate.add_permits(1);
+
+    let failing = json!({ "stages": [{ "name": "one", "steps": 2 }], "step_ms": 0, "fail_at": "one" });
+    let failed = server.create_labelled("demo", failing, json!({ "batch": "b3" })).await;
+    server
+        .create_labelled("demo", json!({ "step_ms": 0 }), json!({ "batch": "b3" }))
+        .await;
+    server.wait_until_ended(&failed).await;
+    let run_failed = run(&["watch", "--label", "batch=b3", "--server", &server.base]).await;
+    assert_eq!(run_failed.code, 1, "a job failed: {run_failed:?}");
+    let nothing = run(&["watch", "--label", "batch=none", "--server", &server.base]).await;
+    assert_eq!(nothing.code, 3, "{nothing:?}");
+    assert!(
+        nothing.stderr.contains("no job has the labels batch=none"),
+        "{nothing:?}"
+    );
 }
 
 /// What the proxy does with the connections after the first.

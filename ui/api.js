@@ -1,6 +1,8 @@
 // The API client: every URL the page uses, the requests it sends, and how
 // it reads their answers (JSON bodies, problem+json details). Knows nothing
-// about the page.
+// about the page; label filters come in as [key, value] pairs.
+
+import { labelQuery } from './labels.js';
 
 const ACCEPT_JSON = { accept: 'application/json' };
 
@@ -28,17 +30,22 @@ export function problemText(response, body) {
 
 export const getKinds = () => getJson('/v1/kinds');
 
-/** The newest `limit` jobs, finished or not. */
-export const getRecentJobs = (limit) => getJson(`/v1/jobs?limit=${limit}`);
+/** `&label=…` for the pairs, or nothing. */
+const andLabels = (pairs) => (pairs.length ? `&${labelQuery(pairs)}` : '');
 
-export const getActiveJobs = () => getJson('/v1/jobs?status=queued&status=running&status=cancelling&limit=1000');
+/** The newest `limit` jobs with every label of `pairs`, finished or not. */
+export const getRecentJobs = (limit, pairs) => getJson(`/v1/jobs?limit=${limit}${andLabels(pairs)}`);
+
+export const getActiveJobs = (pairs) => getJson(
+  `/v1/jobs?status=queued&status=running&status=cancelling&limit=1000${andLabels(pairs)}`,
+);
 
 export const getJob = (id) => fetch(`/v1/jobs/${encodeURIComponent(id)}`, { headers: ACCEPT_JSON });
 
-export const postJob = (kind, params) => fetch('/v1/jobs', {
+export const postJob = (kind, params, labels) => fetch('/v1/jobs', {
   method: 'POST',
   headers: { 'content-type': 'application/json', ...ACCEPT_JSON },
-  body: JSON.stringify({ kind, params }),
+  body: JSON.stringify({ kind, params, labels }),
 });
 
 export const postCancel = (id) => fetch(`/v1/jobs/${encodeURIComponent(id)}/cancel`, {
@@ -46,14 +53,21 @@ export const postCancel = (id) => fetch(`/v1/jobs/${encodeURIComponent(id)}/canc
   headers: ACCEPT_JSON,
 });
 
+export const postRetry = (id) => fetch(`/v1/jobs/${encodeURIComponent(id)}/retry`, {
+  method: 'POST',
+  headers: ACCEPT_JSON,
+});
+
 /**
- * The all-jobs stream. A fresh EventSource cannot set Last-Event-ID itself;
- * the query parameter carries it (the browser's own reconnects send the
- * header, which wins).
+ * The all-jobs stream of the jobs with every label of `pairs`. A fresh
+ * EventSource cannot set Last-Event-ID itself; the query parameter carries
+ * it (the browser's own reconnects send the header, which wins).
  */
-export function allEventsUrl(lastEventId) {
-  return lastEventId != null
-    ? `/v1/events?last_event_id=${encodeURIComponent(lastEventId)}` : '/v1/events';
+export function allEventsUrl(lastEventId, pairs) {
+  const query = [labelQuery(pairs)];
+  if (lastEventId != null) query.push(`last_event_id=${encodeURIComponent(lastEventId)}`);
+  const text = query.filter(Boolean).join('&');
+  return text ? `/v1/events?${text}` : '/v1/events';
 }
 
 export const jobEventsUrl = (id) => `/v1/jobs/${encodeURIComponent(id)}/events`;

@@ -1,13 +1,15 @@
 // The job list: one card per job, newest first, built once and then updated
-// in place, touching only what changed (badge, times, cancel button, bar,
-// stage segments, counter, rate, ETA, message, error, result, note).
+// in place, touching only what changed (badge, times, cancel and retry
+// buttons, bar, stage segments, counter, rate, ETA, message, error, result,
+// note). A job's labels and the job it retries never change: they are drawn
+// once, with the card.
 
 import { $, el, setAttr, setHidden, setText } from './dom.js';
 import { matchesFilter } from './filters.js';
 import {
   clockTime, compactJson, counterText, formatDuration, formatEta, percentOf, rateText, shortId,
 } from './format.js';
-import { LIVE, TERMINAL } from './status.js';
+import { LIVE, RETRYABLE, TERMINAL } from './status.js';
 import { state } from './store.js';
 
 /** id → { li, parts…, stagesKey } */
@@ -34,7 +36,9 @@ function createView(job) {
   const cancel = el('button', 'cancel', 'Cancel');
   cancel.type = 'button';
   cancel.setAttribute('aria-label', `Cancel ${job.kind} job ${shortId(job.id)}`);
-  top.append(badge, title, times, cancel);
+  const retry = el('button', 'retry', 'Retry');
+  retry.type = 'button';
+  top.append(badge, title, times, cancel, retry);
 
   const barRow = el('div', 'bar-row');
   const bar = el('div', 'bar');
@@ -71,15 +75,45 @@ function createView(job) {
   const note = el('p', 'note');
   note.setAttribute('role', 'status');
 
-  li.append(top, barRow, segments, stageLine, message, errorBox, result, note);
+  li.append(top, ...originParts(job), barRow, segments, stageLine, message, errorBox, result, note);
   const view = {
-    li, badge, started, finished, cancel, bar, fill, pct, segments, stageLine,
+    li, badge, started, finished, cancel, retry, bar, fill, pct, segments, stageLine,
     stageName, stagePos, counter, rate, eta, message, errorBox, errCode, errMsg,
     errStage, result, note, stagesKey: null, segViews: [],
   };
   views.set(job.id, view);
   insertInOrder(li, job.id);
   return view;
+}
+
+/**
+ * The job's labels, each a button that adds it to the label filter, and
+ * the job it retries; nothing for a job with neither.
+ */
+function originParts(job) {
+  const parts = [];
+  const labels = Object.entries(job.labels || {});
+  if (labels.length) {
+    const list = el('ul', 'labels');
+    list.setAttribute('aria-label', 'Labels');
+    for (const [key, value] of labels) {
+      const chip = el('button', 'label-chip', `${key}=${value}`);
+      chip.type = 'button';
+      chip.dataset.key = key;
+      chip.dataset.value = value;
+      chip.title = `Show only jobs labelled ${key}=${value}`;
+      const item = el('li');
+      item.append(chip);
+      list.append(item);
+    }
+    parts.push(list);
+  }
+  if (job.retry_of) {
+    const origin = el('p', 'retry-of', `retries job ${shortId(job.retry_of)}`);
+    origin.title = job.retry_of;
+    parts.push(origin);
+  }
+  return parts;
 }
 
 /** Newest first: UUIDv7 ids sort by creation time. */
@@ -174,6 +208,17 @@ export function renderCard(id) {
   const cancelling = pending || job.status === 'cancelling';
   setText(view.cancel, cancelling ? 'Cancelling…' : 'Cancel');
   view.cancel.disabled = cancelling;
+
+  // Retry: on a failed or cancelled job, marked when its error is retryable.
+  const retrying = state.retryPending.has(id);
+  const retryable = Boolean(job.error && job.error.retryable);
+  setHidden(view.retry, !(RETRYABLE.has(job.status) && !gone));
+  setText(view.retry, retrying ? 'Retrying…' : 'Retry');
+  view.retry.disabled = retrying;
+  view.retry.classList.toggle('retryable', retryable);
+  setAttr(view.retry, 'aria-label', `Retry ${job.kind} job ${shortId(job.id)} as a new job`
+    + (retryable ? ' (its error is marked retryable)' : ''));
+  setAttr(view.retry, 'title', retryable ? 'The error is marked retryable: trying again may succeed' : 'Run this job again as a new job');
 
   // Overall progress.
   const percent = percentOf(job);

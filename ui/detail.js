@@ -98,6 +98,9 @@ export function renderDetail(changedJobs) {
     if (job.message) rows.push(...fact('Message', job.message));
     if (rateText(job)) rows.push(...fact('Rate', rateText(job)));
     if (!TERMINAL.has(job.status) && formatEta(job.eta_seconds)) rows.push(...fact('ETA', formatEta(job.eta_seconds)));
+    const labels = Object.entries(job.labels || {});
+    if (labels.length) rows.push(...fact('Labels', labels.map(([k, v]) => `${k}=${v}`).join(', '), 'mono'));
+    if (job.retry_of) rows.push(...fact('Retry of', job.retry_of, 'mono'));
     rows.push(...fact('Created', job.created_at || '', 'mono'));
     if (job.started_at) rows.push(...fact('Started', job.started_at, 'mono'));
     if (job.finished_at) rows.push(...fact('Finished', job.finished_at, 'mono'));

@@ -1,14 +1,16 @@
 // The start form: the kinds it offers (loaded from /v1/kinds), the example
-// params of the chosen kind, and starting a job with its outcome (the new
-// job, its worker token for an external kind, or the problem's detail).
+// params of the chosen kind, its labels, and starting a job with its outcome
+// (the new job, its worker token for an external kind, or the problem's
+// detail).
 
 import { getKinds, postJob, problemText, readJson } from './api.js';
 import { $ } from './dom.js';
 import { shortId } from './format.js';
+import { parsePairs } from './labels.js';
 import { applyJob, markFiltersDirty, state } from './store.js';
 
 const form = {
-  kind: $('kind'), params: $('params'), description: $('kind-description'),
+  kind: $('kind'), params: $('params'), labels: $('labels'), description: $('kind-description'),
   error: $('start-error'), ok: $('start-ok'), button: $('start-button'),
 };
 
@@ -68,10 +70,18 @@ async function startJob(event) {
       return;
     }
   }
+  let labels;
+  try {
+    labels = Object.fromEntries(parsePairs(form.labels.value));
+  } catch (err) {
+    showFormMessage(form.error, `Labels: ${err.message}; write key=value, separated by commas.`);
+    form.labels.focus();
+    return;
+  }
   form.button.disabled = true;
   form.button.textContent = 'Starting…';
   try {
-    const response = await postJob(form.kind.value, params);
+    const response = await postJob(form.kind.value, params, labels);
     const body = await readJson(response);
     if (response.ok && body) {
       applyJob(body);

@@ -5,15 +5,18 @@
 // Modules: status (lifecycle names), api (requests), store (job states and
 // what changed), frame (one render per animation frame), stream and sync
 // (the all-jobs stream and catching up), card, filters, form, cancel,
-// detail (the parts of the page), dom and format (helpers).
+// retry, detail (the parts of the page), dom, format and labels (helpers).
 
 import { cancelJob } from './cancel.js';
 import { refilterCards, renderCard } from './card.js';
 import { initDetail, openDetail, renderDetail } from './detail.js';
 import { $ } from './dom.js';
-import { initFilters, renderKindFilter, renderSummary } from './filters.js';
+import {
+  addLabelFilter, initFilters, renderKindFilter, renderSummary,
+} from './filters.js';
 import { initStartForm } from './form.js';
 import { onFrame } from './frame.js';
+import { retryJob } from './retry.js';
 import { evict, flushRawStates, takeChanges } from './store.js';
 import { connect } from './stream.js';
 
@@ -36,6 +39,15 @@ $('jobs').addEventListener('click', (event) => {
   const id = li.dataset.id;
   if (event.target.closest('button.cancel')) {
     cancelJob(id);
+    return;
+  }
+  if (event.target.closest('button.retry')) {
+    retryJob(id);
+    return;
+  }
+  const chip = event.target.closest('button.label-chip');
+  if (chip) {
+    addLabelFilter(chip.dataset.key, chip.dataset.value);
     return;
   }
   // Selecting text on a card should not open it.

@@ -1,6 +1,6 @@
 // The page's model: the newest state of every job by id, what the page
-// knows about each beyond it (lost, cancel pending, notes), the kinds and
-// filters, and which of these changed since the last frame.
+// knows about each beyond it (lost, cancel or retry pending, notes), the
+// kinds and filters, and which of these changed since the last frame.
 //
 // A state whose `seq` is not newer than the one held is ignored, so replays
 // and overlapping sources (stream, list, cancel answers) never duplicate a
@@ -19,13 +19,20 @@ export const state = {
   gone: new Set(),
   /** Ids whose cancel request has not been answered yet. */
   cancelPending: new Set(),
+  /** Ids whose retry request has not been answered yet. */
+  retryPending: new Set(),
   /** id → a short note shown on the card (cancel outcome, errors). */
   notes: new Map(),
   /** Kinds from /v1/kinds, by name. */
   kinds: new Map(),
   /** Every kind seen, for the kind filter. */
   kindsSeen: new Set(),
-  filter: { status: '', kind: '' },
+  /**
+   * The status and kind filters choose among the jobs the page holds; the
+   * label filter ([key, value] pairs) chooses the jobs the page's stream
+   * and lists carry at all.
+   */
+  filter: { status: '', kind: '', labels: [] },
   /** The server-wide id of the last event received, for manual resumes. */
   lastEventId: null,
   /** The job the detail view shows, if open: kept however old it is. */
@@ -110,6 +117,21 @@ export function flushRawStates() {
     }
   }
   rawStates.clear();
+}
+
+/**
+ * Drops every job that `keep` refuses (but the one the detail view shows):
+ * the jobs a new label filter leaves out, which its stream will not update.
+ */
+export function dropJobs(keep) {
+  for (const job of [...state.jobs.values()]) {
+    if (keep(job) || job.id === state.detailId) continue;
+    state.jobs.delete(job.id);
+    state.gone.delete(job.id);
+    state.notes.delete(job.id);
+    markDirty(job.id);
+  }
+  markFiltersDirty();
 }
 
 /** Drops the oldest finished jobs once the page holds more than MAX_JOBS. */

@@ -1,6 +1,8 @@
 // The all-jobs event stream: one EventSource on /v1/events that carries
-// every change of every job, its reconnects and resumes, and the connection
-// status shown in the top bar (and, after a longer outage, the banner).
+// every change of every job (with the label filter's labels), its
+// reconnects and resumes, and the connection status shown in the top bar
+// (and, after a longer outage, the banner). A new label filter replaces the
+// stream with one for the new labels: the page keeps one stream.
 //
 // The browser reconnects by itself and sends Last-Event-ID, so the server
 // replays only what changed while we were away. When the browser gives up
@@ -37,7 +39,7 @@ function setConnection(kind) {
 
 export function connect() {
   clearTimeout(conn.retryTimer);
-  const source = new EventSource(allEventsUrl(state.lastEventId));
+  const source = new EventSource(allEventsUrl(state.lastEventId, state.filter.labels));
   conn.source = source;
   source.onopen = () => {
     conn.opened = true;
@@ -61,4 +63,17 @@ export function connect() {
     queueRaw(event.data);
   };
   for (const type of JOB_EVENTS) source.addEventListener(type, onJobEvent);
+}
+
+/**
+ * Replaces the stream with one for the current label filter, from a fresh
+ * start (snapshots of the live jobs it shows), not a resume: the earlier
+ * stream did not show all of them.
+ */
+export function reconnect() {
+  if (conn.source) conn.source.close();
+  conn.source = null;
+  state.lastEventId = null;
+  setConnection(conn.opened ? 'reconnecting' : 'connecting');
+  connect();
 }

@@ -22,7 +22,8 @@ export async function syncWithServer() {
   syncing = true;
   try {
     if (state.kinds.size === 0) loadKinds();
-    const [recent, active] = await Promise.all([getRecentJobs(RECENT_LIMIT), getActiveJobs()]);
+    const labels = state.filter.labels;
+    const [recent, active] = await Promise.all([getRecentJobs(RECENT_LIMIT, labels), getActiveJobs(labels)]);
     for (const job of recent.jobs) applyJob(job);
     for (const job of active.jobs) applyJob(job);
     const activeIds = new Set(active.jobs.map((job) => job.id));

@@ -21,13 +21,14 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from http import HTTPStatus
 
 import httpx
 from httpx_sse import connect_sse
 from jobcast_client import AuthenticatedClient, Client
-from jobcast_client.api.jobs import cancel_job, create_job, get_job, list_jobs
+from jobcast_client.api.jobs import cancel_job, create_job, get_job, list_jobs, retry_job
 from jobcast_client.api.kinds import list_kinds
 from jobcast_client.api.workers import worker_complete, worker_fail, worker_heartbeat
 from jobcast_client.models import (
@@ -44,6 +45,7 @@ from jobcast_client.models import (
     JobList,
     JobStatus,
     KindList,
+    Labels,
     Problem,
     ProgressReport,
     StageStatus,
@@ -187,6 +189,39 @@ def cancel_completed_job_is_conflict(client: Client) -> None:
     assert problem.status == 409 and problem.type_ == "urn:jobcast:problem:conflict", problem
     assert problem.job.id == job.id and problem.job.status == JobStatus.COMPLETED, problem.job
     assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+
+
+@test
+def labels_idempotency_key_and_retry(client: Client) -> None:
+    run = uuid.uuid4().hex
+    body = demo_request(stages=[("only", 1.0, 2)], step_ms=0, fail_at="only")
+    body.labels = Labels.from_dict({"run": run, "project": "42"})
+    key = str(uuid.uuid4())
+    first = create_job.sync_detailed(client=client, body=body, idempotency_key=key)
+    assert first.status_code == HTTPStatus.ACCEPTED, (first.status_code, first.content)
+    job = first.parsed
+    assert isinstance(job, Job) and job.labels.to_dict() == {"run": run, "project": "42"}, job
+    assert job.retry_of is None, job.retry_of
+    again = create_job.sync_detailed(client=client, body=body, idempotency_key=key)
+    assert again.status_code == HTTPStatus.ACCEPTED and again.headers["idempotent-replayed"] == "true", again
+    assert isinstance(again.parsed, Job) and again.parsed.id == job.id, "the same key and body: the same job"
+
+    failed = wait_for(client, job, lambda j: j.status in TERMINAL)
+    assert failed.status == JobStatus.FAILED and failed.error is not None and failed.error.retryable, failed
+    retried = retry_job.sync_detailed(job.id, client=client)
+    assert retried.status_code == HTTPStatus.ACCEPTED, (retried.status_code, retried.content)
+    retry = retried.parsed
+    assert isinstance(retry, Job) and retry.retry_of == job.id, retry
+    assert retry.labels.to_dict() == job.labels.to_dict() and retry.params.to_dict() == job.params.to_dict(), retry
+
+    listed = list_jobs.sync(client=client, label=[f"run={run}", "project=42"], limit=10)
+    assert isinstance(listed, JobList), listed
+    assert [item.id for item in listed.jobs] == [retry.id, job.id], "the label filter, newest first"
+    running = create(client, delay_ms=60_000)
+    conflict = retry_job.sync_detailed(running.id, client=client)
+    assert conflict.status_code == HTTPStatus.CONFLICT and isinstance(conflict.parsed, ConflictProblem), conflict
+    assert conflict.parsed.job.id == running.id, conflict.parsed.job
+    cancel_job.sync(running.id, client=client)
 
 
 @test

@@ -1,7 +1,8 @@
 //! The HTTP side of the terminal client: the job resource as a client reads
-//! it, the calls `submit` and `watch` make, and following one job's event
-//! stream to its terminal event, resuming with `Last-Event-ID` when the
-//! connection drops.
+//! it, the calls `submit`, `retry` and `watch` make, following one job's
+//! event stream to its terminal event, and following every job with some
+//! labels over the all-jobs stream until each has ended, resuming with
+//! `Last-Event-ID` when the connection drops.
 //!
 //! It knows nothing about terminals: states are handed to a callback, and
 //! [`Display`](super::display::Display) draws them. The SSE framing is
@@ -12,6 +13,7 @@
 //! tuned for browsers that reconnect forever, while this client gives up
 //! after a few short tries and says so.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
@@ -59,6 +61,10 @@ pub struct Job {
     pub error: Option<JobErrorInfo>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub retry_of: Option<String>,
 }
 
 /// The current stage with its own counter.
@@ -102,12 +108,15 @@ pub enum ClientError {
     },
     #[error("unexpected answer from {url}: {what}")]
     Protocol { url: Url, what: String },
-    #[error("the event stream of job {id} broke off and {tries} reconnects failed; last error: {last}")]
+    #[error("the event stream {of} broke off and {tries} reconnects failed; last error: {last}")]
     GaveUp {
-        id: String,
+        /// Whose stream: `of job …`, `of the jobs labelled …`.
+        of: String,
         tries: usize,
         last: Box<ClientError>,
     },
+    #[error("no job has the labels {0}")]
+    NoLabelledJob(String),
 }
 
 impl ClientError {
@@ -116,7 +125,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Problem { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
-            ClientError::Protocol { .. } | ClientError::GaveUp { .. } => false,
+            ClientError::Protocol { .. } | ClientError::GaveUp { .. } | ClientError::NoLabelledJob(_) => false,
         }
     }
 }
@@ -160,12 +169,42 @@ impl Api {
     }
 
     /// `POST /v1/jobs`: the created job, parsed and as sent.
-    pub async fn submit(&self, kind: &str, params: Option<&Value>) -> Result<(Job, Value), ClientError> {
+    pub async fn submit(
+        &self,
+        kind: &str,
+        params: Option<&Value>,
+        labels: &[(String, String)],
+        idempotency_key: Option<&str>,
+    ) -> Result<(Job, Value), ClientError> {
         let url = self.url(&["v1", "jobs"]);
-        let body = json!({ "kind": kind, "params": params });
-        let response = self.send(self.http.post(url.clone()).json(&body), &url).await?;
-        let raw: Value = response.json().await.map_err(|error| protocol(&url, error))?;
-        let job = serde_json::from_value(raw.clone()).map_err(|error| protocol(&url, error))?;
+        let labels: BTreeMap<&str, &str> = labels
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let body = json!({ "kind": kind, "params": params, "labels": labels });
+        self.create(self.http.post(url.clone()).json(&body), idempotency_key, &url)
+            .await
+    }
+
+    /// `POST /v1/jobs/{id}/retry`: the new job, parsed and as sent.
+    pub async fn retry(&self, id: &str, idempotency_key: Option<&str>) -> Result<(Job, Value), ClientError> {
+        let url = self.url(&["v1", "jobs", id, "retry"]);
+        self.create(self.http.post(url.clone()), idempotency_key, &url).await
+    }
+
+    /// Sends a request that answers a new job.
+    async fn create(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        idempotency_key: Option<&str>,
+        url: &Url,
+    ) -> Result<(Job, Value), ClientError> {
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = self.send(request, url).await?;
+        let raw: Value = response.json().await.map_err(|error| protocol(url, error))?;
+        let job = serde_json::from_value(raw.clone()).map_err(|error| protocol(url, error))?;
         Ok((job, raw))
     }
 
@@ -224,21 +263,99 @@ impl Api {
                 Err(error) if !error.is_transient() => return Err(error),
                 Err(error) => error,
             };
-            if failures == RECONNECT_BACKOFF.len() {
-                return Err(ClientError::GaveUp {
-                    id: id.to_owned(),
-                    tries: failures,
-                    last: Box::new(error),
-                });
+            reconnect_wait(&mut failures, error, || format!("of job {id}")).await?;
+        }
+    }
+
+    /// Follows every job that has all of `labels` over `GET /v1/events`
+    /// until each has ended, and returns them, oldest first. `on_state`
+    /// sees each job's newer states once each, in `seq` order, the jobs
+    /// that had already ended included (their final state). A stream that
+    /// drops is resumed with `Last-Event-ID`, a few times.
+    ///
+    /// After each (re)connect the jobs are also listed: the stream starts
+    /// with the live jobs only, and does not replay jobs that ended while
+    /// the client was away if the server can no longer tell (a restart).
+    /// Listed only once the stream is open, no job falls in between.
+    pub async fn follow_labelled(
+        &self,
+        labels: &[(String, String)],
+        mut on_state: impl FnMut(&Job),
+    ) -> Result<Vec<Job>, ClientError> {
+        let mut url = self.url(&["v1", "events"]);
+        url.query_pairs_mut().extend_pairs(label_filters(labels));
+        let of = || {
+            let labels: Vec<String> = label_filters(labels).map(|(_, filter)| filter).collect();
+            labels.join(", ")
+        };
+        let mut jobs = BTreeMap::new();
+        let mut last_event_id: Option<String> = None;
+        let mut failures = 0;
+        loop {
+            let mut request = self.http.get(url.clone()).header("accept", "text/event-stream");
+            if let Some(id) = &last_event_id {
+                request = request.header("last-event-id", id.as_str());
             }
-            let asked = match &error {
-                ClientError::Problem { body, .. } => body["retry_after"].as_u64().map(Duration::from_secs),
-                _ => None,
+            let error = match self.send(request, &url).await {
+                Ok(response) => {
+                    for job in self.labelled_jobs(labels).await? {
+                        take_newer(&mut jobs, job, &mut on_state);
+                    }
+                    if jobs.is_empty() {
+                        return Err(ClientError::NoLabelledJob(of()));
+                    }
+                    let mut events = response.bytes_stream().eventsource();
+                    while !jobs.values().all(|job: &Job| job.status.is_terminal()) {
+                        let Some(Ok(event)) = events.next().await else {
+                            break;
+                        };
+                        if !event.id.is_empty() {
+                            last_event_id = Some(event.id);
+                            failures = 0;
+                        }
+                        let job: Job = serde_json::from_str(&event.data).map_err(|error| protocol(&url, error))?;
+                        take_newer(&mut jobs, job, &mut on_state);
+                    }
+                    if jobs.values().all(|job| job.status.is_terminal()) {
+                        return Ok(jobs.into_values().collect());
+                    }
+                    protocol(&url, "the all-jobs stream ended")
+                }
+                // A server never reached is reported at once: nothing to resume.
+                Err(error @ ClientError::Unreachable { .. }) if jobs.is_empty() => return Err(error),
+                Err(error) if !error.is_transient() => return Err(error),
+                Err(error) => error,
             };
-            let wait = asked.unwrap_or(RECONNECT_BACKOFF[failures]).min(MAX_RETRY_AFTER);
-            failures += 1;
-            tracing::debug!(job_id = id, ?wait, %error, "reconnecting");
-            tokio::time::sleep(wait).await;
+            reconnect_wait(&mut failures, error, || format!("of the jobs labelled {}", of())).await?;
+        }
+    }
+
+    /// Every job that has all of `labels`, newest first, page after page.
+    async fn labelled_jobs(&self, labels: &[(String, String)]) -> Result<Vec<Job>, ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            jobs: Vec<Job>,
+            next_cursor: Option<String>,
+        }
+        let mut jobs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = self.url(&["v1", "jobs"]);
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("limit", "1000");
+                query.extend_pairs(label_filters(labels));
+                if let Some(cursor) = &cursor {
+                    query.append_pair("cursor", cursor);
+                }
+            }
+            let response = self.send(self.http.get(url.clone()), &url).await?;
+            let page: Page = response.json().await.map_err(|error| protocol(&url, error))?;
+            jobs.extend(page.jobs);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(jobs),
+            }
         }
     }
 
@@ -310,6 +427,46 @@ impl Api {
         })?;
         check(response).await
     }
+}
+
+/// The query pairs `label=KEY=VALUE` of `labels`.
+fn label_filters(labels: &[(String, String)]) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    labels.iter().map(|(key, value)| ("label", format!("{key}={value}")))
+}
+
+/// Keeps `job` if it is newer than the state held for it, and shows it.
+fn take_newer(jobs: &mut BTreeMap<String, Job>, job: Job, on_state: &mut impl FnMut(&Job)) {
+    if jobs.get(&job.id).is_some_and(|held| held.seq >= job.seq) {
+        return;
+    }
+    on_state(&job);
+    jobs.insert(job.id.clone(), job);
+}
+
+/// Waits before the next reconnect of a stream, as long as the server
+/// asked (`Retry-After`) or the backoff says; gives up with `error` once
+/// every reconnect has been tried.
+async fn reconnect_wait(
+    failures: &mut usize,
+    error: ClientError,
+    of: impl FnOnce() -> String,
+) -> Result<(), ClientError> {
+    if *failures == RECONNECT_BACKOFF.len() {
+        return Err(ClientError::GaveUp {
+            of: of(),
+            tries: *failures,
+            last: Box::new(error),
+        });
+    }
+    let asked = match &error {
+        ClientError::Problem { body, .. } => body["retry_after"].as_u64().map(Duration::from_secs),
+        _ => None,
+    };
+    let wait = asked.unwrap_or(RECONNECT_BACKOFF[*failures]).min(MAX_RETRY_AFTER);
+    *failures += 1;
+    tracing::debug!(?wait, %error, "reconnecting");
+    tokio::time::sleep(wait).await;
+    Ok(())
 }
 
 /// How one connection of a followed stream ended.

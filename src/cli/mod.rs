@@ -1,6 +1,6 @@
 //! The `jobcast` command line: with no subcommand it is the server (every
-//! flag of [`Config`]), and `watch` and `submit` make it a terminal client of
-//! a running server.
+//! flag of [`Config`]), and `watch`, `submit` and `retry` make it a terminal
+//! client of a running server.
 //!
 //! This module owns the arguments, their `--help` text and the exit codes;
 //! [`client`] talks HTTP and follows event streams, [`display`] draws bars
@@ -21,14 +21,29 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::jobs::JobStatus;
 
-/// The exit codes of `watch` and `submit`, as `--help` states them.
+/// The exit codes of `submit` and `retry`, as `--help` states them.
 const EXIT_CODES: &str = "\
 Exit status:
-  0    the job completed (for `submit` without --watch: it was accepted)
+  0    the job completed (without --watch: it was accepted)
   1    the job failed
   2    the job was cancelled
-  3    client error: bad arguments, unknown job, rejected params, server unreachable
+  3    client error: bad arguments, unknown job, rejected params or labels, a job
+       that cannot be retried, server unreachable
   130  interrupted with Ctrl-C and detached; the job keeps running";
+
+/// The exit codes of `watch`, which may follow several jobs.
+const WATCH_EXIT_CODES: &str = "\
+With --label, every job that has all the labels is followed, the ones that
+already ended included, one line per state prefixed with the job's id, until
+each has ended; the jobs' final lines follow as they end.
+
+Exit status:
+  0    the job completed (with --label: every job completed)
+  1    the job failed (with --label: a job failed)
+  2    the job was cancelled (with --label: a job was cancelled, none failed)
+  3    client error: bad arguments, unknown job, no job with the labels, server
+       unreachable
+  130  interrupted with Ctrl-C and detached; the jobs keep running";
 
 /// jobcast: runs long jobs and streams their progress over Server-Sent Events.
 #[derive(Debug, Parser)]
@@ -39,7 +54,8 @@ Exit status:
     long_about = None,
     args_conflicts_with_subcommands = true,
     after_help = "With no command, jobcast runs the server with the options above.\n\
-                  `jobcast help watch` and `jobcast help submit` describe the client commands and their exit codes."
+                  `jobcast help watch`, `jobcast help submit` and `jobcast help retry` describe the client \
+                  commands and their exit codes."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -52,12 +68,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Follow a job's progress until it ends (a bar on a terminal, one line
-    /// per state otherwise).
-    #[command(after_help = EXIT_CODES)]
+    /// per state otherwise), or with --label every job that has the labels.
+    #[command(after_help = WATCH_EXIT_CODES)]
     Watch(WatchArgs),
     /// Start a job and print its id; with --watch, follow it as `watch` does.
     #[command(after_help = EXIT_CODES)]
     Submit(SubmitArgs),
+    /// Run a failed or cancelled job again, as a new job with the same kind,
+    /// params and labels, and print the new job's id; with --watch, follow it.
+    #[command(after_help = EXIT_CODES)]
+    Retry(RetryArgs),
 }
 
 /// Where the server is.
@@ -77,7 +97,18 @@ pub struct ServerUrl {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// The job's id.
-    pub id: String,
+    #[arg(required_unless_present = "labels")]
+    pub id: Option<String>,
+
+    /// Follow every job with this label instead of one job (repeatable:
+    /// jobs with all the labels), e.g. `--label project=42`.
+    #[arg(
+        long = "label",
+        value_name = "KEY=VALUE",
+        value_parser = parse_label,
+        conflicts_with = "id"
+    )]
+    pub labels: Vec<(String, String)>,
 
     #[command(flatten)]
     pub server: ServerUrl,
@@ -92,6 +123,25 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "JSON", value_parser = parse_json)]
     pub params: Option<Value>,
 
+    /// A label for the job (repeatable), e.g. `--label project=42`; `watch
+    /// --label` and the dashboard's label filter find jobs by their labels.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    #[command(flatten)]
+    pub created: CreatedArgs,
+}
+
+/// What `submit` and `retry` share: the request's idempotency key, how the
+/// new job is printed, and whether it is followed.
+#[derive(Debug, Args)]
+pub struct CreatedArgs {
+    /// Send this Idempotency-Key: the same command run again (after a
+    /// network error, say) answers the same job instead of starting another,
+    /// while the server keeps that job.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+
     /// Follow the job until it ends, and exit by its outcome.
     #[arg(long)]
     pub watch: bool,
@@ -104,6 +154,15 @@ pub struct SubmitArgs {
     pub server: ServerUrl,
 }
 
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The id of the failed or cancelled job to run again.
+    pub id: String,
+
+    #[command(flatten)]
+    pub created: CreatedArgs,
+}
+
 fn parse_server_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|error| error.to_string())?;
     match url.scheme() {
@@ -114,6 +173,14 @@ fn parse_server_url(text: &str) -> Result<Url, String> {
 
 fn parse_json(text: &str) -> Result<Value, serde_json::Error> {
     serde_json::from_str(text)
+}
+
+/// `KEY=VALUE`, split at the first `=`; the server checks the rest.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, not {text:?}")),
+    }
 }
 
 /// How `watch` and `submit` end.
@@ -129,6 +196,20 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// The exit for several jobs that ended with `statuses`: the first of
+    /// failed, cancelled or completed that any of them has.
+    pub fn for_statuses(statuses: impl IntoIterator<Item = JobStatus>) -> Self {
+        statuses
+            .into_iter()
+            .map(Self::for_status)
+            .max_by_key(|exit| match exit {
+                Exit::JobFailed => 2,
+                Exit::JobCancelled => 1,
+                _ => 0,
+            })
+            .unwrap_or(Exit::Success)
+    }
+
     /// The exit for a job that ended with `status`.
     pub fn for_status(status: JobStatus) -> Self {
         match status {
@@ -156,7 +237,10 @@ impl Cli {
             Ok(cli) => cli,
             Err(error) => {
                 let first = std::env::args_os().nth(1);
-                let client = matches!(first.as_deref().and_then(OsStr::to_str), Some("watch" | "submit"));
+                let client = matches!(
+                    first.as_deref().and_then(OsStr::to_str),
+                    Some("watch" | "submit" | "retry")
+                );
                 if client && error.use_stderr() {
                     let _ = error.print();
                     std::process::exit(Exit::ClientError as i32);
@@ -170,8 +254,12 @@ impl Cli {
 /// Runs a client command to its end.
 pub async fn run(command: Command) -> ExitCode {
     let exit = match command {
-        Command::Watch(args) => watch::watch(&args.server.url, &args.id).await,
+        Command::Watch(WatchArgs {
+            id: Some(id), server, ..
+        }) => watch::watch(&server.url, &id).await,
+        Command::Watch(args) => watch::watch_labelled(&args.server.url, &args.labels).await,
         Command::Submit(args) => watch::submit(&args).await,
+        Command::Retry(args) => watch::retry(&args).await,
     };
     exit.into()
 }
@@ -201,8 +289,37 @@ mod tests {
             panic!("not a submit: {:?}", cli.command)
         };
         assert_eq!(args.params, Some(serde_json::json!({ "step_ms": 5 })));
-        assert!(args.watch);
+        assert!(args.created.watch);
         assert!(Cli::try_parse_from(["jobcast", "submit", "demo", "--params", "{oops"]).is_err());
+    }
+
+    #[test]
+    fn labels_are_key_value_pairs_and_watch_takes_an_id_or_labels() {
+        let cli = Cli::try_parse_from(["jobcast", "submit", "demo", "--label", "a=1=2", "--label", "b="]).unwrap();
+        let Some(Command::Submit(args)) = cli.command else {
+            panic!("not a submit: {:?}", cli.command)
+        };
+        assert_eq!(args.labels, [("a".into(), "1=2".into()), ("b".into(), String::new())]);
+        for bad in ["novalue", "=1", ""] {
+            assert!(
+                Cli::try_parse_from(["jobcast", "submit", "demo", "--label", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Cli::try_parse_from(["jobcast", "watch", "--label", "a=1"]).is_ok());
+        assert!(Cli::try_parse_from(["jobcast", "watch"]).is_err(), "an id or labels");
+        assert!(
+            Cli::try_parse_from(["jobcast", "watch", "x", "--label", "a=1"]).is_err(),
+            "not both"
+        );
+    }
+
+    #[test]
+    fn several_jobs_exit_by_their_worst_outcome() {
+        use JobStatus::{Cancelled, Completed, Failed};
+        assert_eq!(Exit::for_statuses([Completed, Completed]), Exit::Success);
+        assert_eq!(Exit::for_statuses([Completed, Cancelled]), Exit::JobCancelled);
+        assert_eq!(Exit::for_statuses([Cancelled, Failed, Completed]), Exit::JobFailed);
     }
 
     #[test]

@@ -1,26 +1,48 @@
-//! The `watch` and `submit` commands: follow a job with
-//! [`Api::follow`], show it with [`Display`], and turn its outcome into an
-//! [`Exit`]. Owns the Ctrl-C conversation: with a terminal on stdin it asks
-//! whether to cancel the job and waits for the server's answer; without one
-//! it detaches at once.
+//! The `watch`, `submit` and `retry` commands: follow a job with
+//! [`Api::follow`] (or every job with some labels, with
+//! [`Api::follow_labelled`]), show it with [`Display`], and turn its outcome
+//! into an [`Exit`]. Owns the Ctrl-C conversation: with a terminal on stdin
+//! it asks whether to cancel the job and waits for the server's answer;
+//! without one, or when following several jobs, it detaches at once.
 
 use std::io::{IsTerminal, Write};
 
 use reqwest::Url;
 use serde_json::Value;
 
-use super::client::{Api, CancelOutcome, ClientError};
-use super::display::{final_line, print_line, Display};
-use super::{Exit, SubmitArgs};
+use super::client::{Api, CancelOutcome, ClientError, Job};
+use super::display::{final_line, print_line, state_line, Display};
+use super::{CreatedArgs, Exit, RetryArgs, SubmitArgs};
 
 /// `jobcast submit`: starts the job, prints its id (or the job as JSON),
 /// and with `--watch` follows it.
 pub async fn submit(args: &SubmitArgs) -> Exit {
-    let api = match Api::new(args.server.url.clone()) {
+    let created = &args.created;
+    let api = match Api::new(created.server.url.clone()) {
         Ok(api) => api,
         Err(error) => return client_error(&error),
     };
-    let (job, raw) = match api.submit(&args.kind, args.params.as_ref()).await {
+    let key = created.idempotency_key.as_deref();
+    let answer = api.submit(&args.kind, args.params.as_ref(), &args.labels, key).await;
+    show_created(&api, answer, created).await
+}
+
+/// `jobcast retry`: runs a failed or cancelled job again as a new job,
+/// prints the new job's id (or the job as JSON), and with `--watch`
+/// follows it.
+pub async fn retry(args: &RetryArgs) -> Exit {
+    let created = &args.created;
+    let api = match Api::new(created.server.url.clone()) {
+        Ok(api) => api,
+        Err(error) => return client_error(&error),
+    };
+    let answer = api.retry(&args.id, created.idempotency_key.as_deref()).await;
+    show_created(&api, answer, created).await
+}
+
+/// Prints a job just created, and follows it if asked.
+async fn show_created(api: &Api, answer: Result<(Job, Value), ClientError>, args: &CreatedArgs) -> Exit {
+    let (job, raw) = match answer {
         Ok(created) => created,
         Err(error) => return client_error(&error),
     };
@@ -35,7 +57,7 @@ pub async fn submit(args: &SubmitArgs) -> Exit {
         }
     }
     if args.watch {
-        follow(&api, &job.id).await
+        follow(api, &job.id).await
     } else {
         Exit::Success
     }
@@ -46,6 +68,34 @@ pub async fn watch(server: &Url, id: &str) -> Exit {
     match Api::new(server.clone()) {
         Ok(api) => follow(&api, id).await,
         Err(error) => client_error(&error),
+    }
+}
+
+/// `jobcast watch --label`: follows every job with all of `labels` until
+/// each has ended, one line per state, prefixed with the job's id, and each
+/// job's final line as it ends; exits by the worst outcome.
+pub async fn watch_labelled(server: &Url, labels: &[(String, String)]) -> Exit {
+    let api = match Api::new(server.clone()) {
+        Ok(api) => api,
+        Err(error) => return client_error(&error),
+    };
+    let mut interrupts = Interrupts::listen();
+    let show = |job: &Job| {
+        if job.status.is_terminal() {
+            print_line(&final_line(job));
+        } else {
+            print_line(&format!("{} {}", job.id, state_line(job)));
+        }
+    };
+    tokio::select! {
+        followed = api.follow_labelled(labels, show) => match followed {
+            Ok(jobs) => Exit::for_statuses(jobs.iter().map(|job| job.status)),
+            Err(error) => client_error(&error),
+        },
+        () = interrupts.next() => {
+            eprintln!("jobcast: detached from the jobs; they keep running");
+            Exit::Interrupted
+        }
     }
 }
 

@@ -1,10 +1,11 @@
-//! Job handlers: create, list, get (with long poll), cancel, and the kinds.
+//! Job handlers: create, list, get (with long poll), cancel, retry, and the
+//! kinds.
 
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,6 +17,8 @@ use super::body::JsonBody;
 use super::query::{job_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
+use crate::jobs::labels::Labels;
+use crate::jobs::registry::{Created, IdempotencyKey, JobRequest};
 use crate::jobs::{JobId, JobStatus};
 use crate::published::Published;
 use crate::store::ListQuery;
@@ -31,6 +34,8 @@ pub struct CreateJob {
     kind: String,
     #[serde(default)]
     params: Value,
+    #[serde(default)]
+    labels: Value,
 }
 
 /// A job as the answer to a request: its published JSON, as every stream
@@ -39,10 +44,46 @@ pub(crate) fn job_json(job: &Published) -> Response {
     ([(CONTENT_TYPE, "application/json")], job.json.clone()).into_response()
 }
 
-/// Starts a job. For an external kind the body also holds `worker_token`,
-/// which is shown only here.
-pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<CreateJob>) -> Result<Response, ApiError> {
-    let created = app.registry.create(&body.kind, body.params).await?;
+/// The request header that makes a create idempotent.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The answer header that tells a repeat of a keyed create from the first.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Starts a job, or with an `Idempotency-Key` answers the job an earlier
+/// request with the same key and body started. For an external kind the
+/// body also holds `worker_token`, which is shown only here.
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateJob>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let request = JobRequest {
+        kind: body.kind,
+        params: body.params,
+        labels: Labels::from_json(body.labels)?,
+        retry_of: None,
+    };
+    let created = app.registry.create(request, key).await?;
+    Ok(accepted(&created))
+}
+
+/// Runs a failed or cancelled job again as a new job, answered as a create
+/// is (an `Idempotency-Key` works alike).
+pub async fn retry(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let key = idempotency_key(&headers)?;
+    let created = app.registry.retry(id, key).await?;
+    Ok(accepted(&created))
+}
+
+/// The 202 answer to a create (or a retry): the job, its `Location`, the
+/// worker token of an external job, and whether it is a repeat.
+fn accepted(created: &Created) -> Response {
     let job = &created.job;
     let location = format!("/v1/jobs/{}", job.job_id);
     let body = match &created.worker_token {
@@ -55,12 +96,37 @@ pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody<Create
             body.freeze()
         }
     };
-    Ok((
+    let mut response = (
         StatusCode::ACCEPTED,
         [(LOCATION, location.as_str()), (CONTENT_TYPE, "application/json")],
         body,
     )
-        .into_response())
+        .into_response();
+    if created.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The request's `Idempotency-Key`, if it has one: sent once, visible
+/// ASCII, 1 to 255 characters; anything else is a 400.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest("send one Idempotency-Key, not several".to_owned()));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| !key.contains(|c: char| c.is_ascii_control()))
+        .ok_or_else(|| ApiError::BadRequest("the Idempotency-Key must be visible ASCII".to_owned()))?;
+    // Owners come with authentication; until then every key is anonymous.
+    Ok(Some(IdempotencyKey::new(None, key)?))
 }
 
 pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
@@ -81,6 +147,7 @@ pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Res
     let query = ListQuery {
         statuses,
         kinds: query.all("kind").map(str::to_owned).collect(),
+        labels: query.label_filters()?,
         before,
         limit,
     };

@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/events", get(sse::job_events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/heartbeat", post(workers::heartbeat))
         .route("/v1/jobs/{id}/complete", post(workers::complete))
         .route("/v1/jobs/{id}/fail", post(workers::fail))

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use axum::http::HeaderMap;
 
 use crate::error::ApiError;
+use crate::jobs::labels::LabelFilter;
 use crate::jobs::JobId;
 
 /// The decoded `key=value` pairs of a query string, in order.
@@ -57,6 +58,22 @@ impl QueryParams {
                 value
                     .parse()
                     .map_err(|_| ApiError::BadRequest(format!("{key} must be {expected}, not {value:?}")))
+            })
+            .collect()
+    }
+
+    /// The `label=KEY=VALUE` filters; one without `=` or with an empty key
+    /// is a 400. A key no label could have simply matches nothing.
+    pub fn label_filters(&self) -> Result<Vec<LabelFilter>, ApiError> {
+        self.all("label")
+            .map(|filter| match filter.split_once('=') {
+                Some((key, value)) if !key.is_empty() => Ok(LabelFilter {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                }),
+                _ => Err(ApiError::BadRequest(format!(
+                    "label must be KEY=VALUE with a non-empty KEY, not {filter:?}"
+                ))),
             })
             .collect()
     }

@@ -34,6 +34,7 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use super::query::{job_id, last_event_id, QueryParams};
 use super::AppState;
 use crate::error::ApiError;
+use crate::jobs::labels::LabelFilter;
 use crate::jobs::{JobId, JobStatus};
 use crate::published::Published;
 
@@ -321,6 +322,8 @@ impl JobStream {
 struct Filter {
     kinds: Option<Vec<String>>,
     ids: Option<Vec<JobId>>,
+    /// Every one must match.
+    labels: Vec<LabelFilter>,
     statuses: Vec<JobStatus>,
     /// Jobs shown and not yet ended: followed to their terminal event even
     /// when they leave the status filter. Only used with a status filter.
@@ -333,10 +336,13 @@ impl Filter {
             kinds: query
                 .has("kind")
                 .then(|| query.all("kind").map(str::to_owned).collect()),
-            // An id that names no job, malformed or not, matches nothing.
+            // A well-formed id that names no job matches nothing; a
+            // malformed one is a 400, as any malformed parameter.
             ids: query
                 .has("id")
-                .then(|| query.all("id").filter_map(|id| id.parse().ok()).collect()),
+                .then(|| query.parsed_all("id", "a job id (a hyphenated UUID)"))
+                .transpose()?,
+            labels: query.label_filters()?,
             statuses: query.parsed_all(
                 "status",
                 "one of queued, running, cancelling, completed, failed, cancelled",
@@ -356,7 +362,7 @@ impl Filter {
         {
             return false;
         }
-        if self.ids.as_ref().is_some_and(|ids| !ids.contains(&job.job_id)) {
+        if self.ids.as_ref().is_some_and(|ids| !ids.contains(&job.job_id)) || !job.labels.matches_all(&self.labels) {
             return false;
         }
         if self.statuses.is_empty() {

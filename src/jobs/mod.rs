@@ -6,11 +6,13 @@
 //! queueing, cancelling and forgetting jobs, in [`registry`]; what job code
 //! sees is [`context::JobContext`]; job kinds are declared with
 //! [`kind::Kind`]; counts and names that clients send are read by
-//! [`counts`] and [`names`].
+//! [`counts`] and [`names`]; a job's [`labels`] are checked in their own
+//! module.
 
 pub mod context;
 pub mod counts;
 pub mod kind;
+pub mod labels;
 pub mod model;
 pub mod names;
 pub mod publish;

@@ -227,6 +227,7 @@ fn next_state(draft: &mut Draft, now: Instant) -> NewState {
     NewState::new(
         model.id(),
         model.kind().clone(),
+        model.labels().clone(),
         model.status(),
         model.seq(),
         Bytes::from(json),

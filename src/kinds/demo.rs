@@ -18,8 +18,10 @@ use crate::jobs::model::{check_stages, StageSpec};
 use crate::jobs::JobError;
 
 const MAX_STEPS: u64 = 1_000_000;
-const MAX_STEP_MS: u64 = 60_000;
-const MAX_DELAY_MS: u64 = 3_600_000;
+/// A step, and the delay before the first, may each last up to a day, so
+/// that a demo job can stand in for a long, quiet one.
+const MAX_STEP_MS: u64 = 86_400_000;
+const MAX_DELAY_MS: u64 = 86_400_000;
 const MAX_REPEAT: u64 = 1_000;
 
 #[derive(Debug, Clone, Deserialize)]

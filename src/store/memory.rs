@@ -196,6 +196,7 @@ impl Store for MemoryStore {
             .map(|(_, job)| job)
             .filter(|job| query.statuses.is_empty() || query.statuses.contains(&job.status))
             .filter(|job| query.kinds.is_empty() || query.kinds.iter().any(|kind| **kind == *job.kind))
+            .filter(|job| job.labels.matches_all(&query.labels))
             .take(query.limit + 1)
             .cloned()
             .collect();
@@ -280,7 +281,14 @@ mod tests {
     use bytes::Bytes;
 
     fn state(job_id: JobId, seq: u64, status: JobStatus) -> NewState {
-        NewState::new(job_id, Arc::from("test"), status, seq, Bytes::from_static(b"{}"))
+        NewState::new(
+            job_id,
+            Arc::from("test"),
+            Arc::default(),
+            status,
+            seq,
+            Bytes::from_static(b"{}"),
+        )
     }
 
     #[test]

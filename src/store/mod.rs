@@ -7,7 +7,7 @@
 //! compare-and-set on the job's previous `seq` and on "not terminal" (the
 //! fence against a second writer), numbers it server-wide, fans it out to
 //! this process's subscribers, and answers reads. It imports nothing of the
-//! engine but job ids and statuses.
+//! engine but job ids, statuses and labels.
 //!
 //! The trait is ready for backends that do I/O. Appending a progress state
 //! never waits ([`Store::append`]: a durable backend may write it behind),
@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
+use crate::jobs::labels::LabelFilter;
 use crate::jobs::{JobId, JobStatus};
 pub use crate::published::{NewState, Published};
 
@@ -54,6 +55,8 @@ pub struct AllFeed {
 pub struct ListQuery {
     pub statuses: Vec<JobStatus>,
     pub kinds: Vec<String>,
+    /// Every one must match.
+    pub labels: Vec<LabelFilter>,
     /// Only jobs older than this one (the cursor).
     pub before: Option<JobId>,
     pub limit: usize,

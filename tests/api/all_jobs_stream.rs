@@ -79,14 +79,8 @@ async fn a_resumed_all_jobs_stream_sends_the_newest_state_of_each_job_changed_si
         ("status=running", "?status=running".to_owned(), last_event_id(n)),
     ] {
         let mut stream = all_jobs(&app, &query, headers).await;
-        let mut events = Vec::new();
-        for _ in 0..expected.len() {
-            events.push(stream.next().await.unwrap());
-        }
-        let got: Vec<(&str, &str)> = events
-            .iter()
-            .map(|event| (event.event.as_str(), event.data["id"].as_str().unwrap()))
-            .collect();
+        let events = next_events(&mut stream, expected.len()).await;
+        let got = events_and_ids(&events);
         assert_eq!(
             got, expected,
             "{how}: the newest state of each job changed after {n}, in id order"
@@ -269,9 +263,85 @@ async fn a_status_filtered_stream_follows_a_shown_job_to_its_end() {
 }
 
 #[tokio::test]
-async fn an_unknown_status_filter_is_a_400_problem() {
+async fn the_all_jobs_stream_shows_only_jobs_with_every_label_asked_for_also_on_resume() {
     let app = TestApp::spawn().await;
-    for query in ["?status=bogus", "?status=running&status=bogus", "?status="] {
+    let prod = app
+        .create_labelled(long_wait(), json!({ "project": "42", "env": "prod" }))
+        .await;
+    let dev = app
+        .create_labelled(long_wait(), json!({ "project": "42", "env": "dev" }))
+        .await;
+    let other = app.create_labelled(long_wait(), json!({ "project": "7" })).await;
+    for id in [&prod, &dev, &other] {
+        wait_for_stages(&app, id).await;
+    }
+    let mut project = all_jobs(&app, "?label=project=42", HeaderMap::new()).await;
+    let mut prod_only = all_jobs(&app, "?label=project=42&label=env=prod", HeaderMap::new()).await;
+    let mut with_kind = all_jobs(&app, "?kind=demo&label=project=7", HeaderMap::new()).await;
+    let snapshots = [project.next().await.unwrap(), project.next().await.unwrap()];
+    let shown: Vec<&Value> = snapshots.iter().map(|event| &event.data["id"]).collect();
+    assert_eq!(
+        shown,
+        [&prod, &dev],
+        "snapshots of the live jobs with the label, in id order"
+    );
+    let n: u64 = snapshots[1].id.parse().unwrap();
+
+    let new = app.create_labelled(demo(2, 0), json!({ "project": "42" })).await;
+    app.wait_for_status(&new, "completed").await;
+    app.create_labelled(demo(2, 0), json!({ "project": "7" })).await;
+    for id in [&prod, &other, &dev] {
+        assert_eq!(app.cancel(id).await.0, 200);
+    }
+
+    let events = read_until(&mut project, |event| event.data["id"] == dev && event.is_terminal()).await;
+    assert_ids_increase(&events);
+    assert!(
+        events.iter().all(|event| event.data["labels"]["project"] == "42"),
+        "only project 42: {:?}",
+        kinds_and_events(&events)
+    );
+    assert!(events
+        .iter()
+        .any(|event| event.data["id"] == new && event.event == "completed"));
+    let events = read_until(&mut prod_only, |event| event.data["id"] == prod && event.is_terminal()).await;
+    assert!(
+        events.iter().all(|event| event.data["id"] == prod),
+        "all labels must match"
+    );
+    let events = read_until(&mut with_kind, |event| event.data["id"] == other && event.is_terminal()).await;
+    assert!(events.iter().all(|event| event.data["labels"]["project"] == "7"));
+
+    let mut resumed = all_jobs(&app, "?label=project=42", last_event_id(n)).await;
+    let expected = [
+        ("completed", new.as_str()),
+        ("cancelled", prod.as_str()),
+        ("cancelled", dev.as_str()),
+    ];
+    let events = next_events(&mut resumed, expected.len()).await;
+    assert_eq!(
+        events_and_ids(&events),
+        expected,
+        "on resume, the newest state of each labelled job changed since"
+    );
+}
+
+#[tokio::test]
+async fn malformed_filters_are_400_problems() {
+    let app = TestApp::spawn().await;
+    for query in [
+        "?status=bogus",
+        "?status=running&status=bogus",
+        "?status=",
+        "?label=project",
+        "?label==42",
+        "?label=",
+        "?kind=demo&label=project",
+        "?id=not-a-uuid",
+        "?id=0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d&id=nope",
+        "?id=",
+        "?id={0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d}",
+    ] {
         let response = app.open(&format!("/v1/events{query}"), HeaderMap::new()).await;
         assert_problem(response, 400, &format!("/v1/events{query}")).await;
     }
@@ -293,6 +363,23 @@ async fn read_until(stream: &mut Sse, last: impl Fn(&SseEvent) -> bool) -> Vec<S
             return events;
         }
     }
+}
+
+/// The next `count` events.
+async fn next_events(stream: &mut Sse, count: usize) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    for _ in 0..count {
+        events.push(stream.next().await.expect("the all-jobs stream stays open"));
+    }
+    events
+}
+
+/// (event name, job id) of each event.
+fn events_and_ids(events: &[SseEvent]) -> Vec<(&str, &str)> {
+    events
+        .iter()
+        .map(|event| (event.event.as_str(), event.data["id"].as_str().unwrap()))
+        .collect()
 }
 
 fn assert_ids_increase(events: &[SseEvent]) {

@@ -516,6 +516,41 @@ async fn exit_statuses_decide_the_outcome_and_failures_quote_the_tail() {
 }
 
 #[tokio::test]
+async fn a_retried_command_runs_again_with_the_same_checked_params() {
+    let scratch = Scratch::new();
+    // Fails on its first run, succeeds on the next; notes every argv.
+    scratch.script(
+        "flaky.sh",
+        "#!/bin/sh\nruns=$(cat runs.txt 2>/dev/null | wc -l)\necho \"$*\" >> runs.txt\n[ \"$runs\" -gt 0 ] || exit 1\n",
+    );
+    let app = serve_simple(
+        r#"
+        [kinds.flaky]
+        params = { name = { type = "string", required = true }, count = { type = "integer", default = 2 } }
+        [kinds.flaky.command]
+        argv = ["./flaky.sh", "{name}", "{count}"]
+        "#,
+        &scratch.dir,
+    )
+    .await;
+    let first = app.create("flaky", json!({ "name": "a b" })).await;
+    let failed = app.get_job_when_terminal(&id_of(&first)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+
+    let response = app.retry(&id_of(&first)).await;
+    assert_eq!(response.status(), 202);
+    let retry: Value = response.json().await.unwrap();
+    assert_eq!(retry["params"], json!({ "name": "a b" }));
+    let done = app.get_job_when_terminal(&id_of(&retry)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.path("runs.txt")).unwrap(),
+        "a b 2\na b 2\n",
+        "the same arguments, defaults included"
+    );
+}
+
+#[tokio::test]
 async fn a_command_killed_by_a_signal_fails_naming_the_signal() {
     let scratch = Scratch::new();
     scratch.script("die.sh", "#!/bin/sh\necho 'about to die'\nkill -USR1 $$\n");

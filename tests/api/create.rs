@@ -72,3 +72,85 @@ async fn params_omitted_or_null_mean_an_empty_object() {
         assert_eq!(status, 200);
     }
 }
+
+#[tokio::test]
+async fn labels_given_at_creation_are_in_every_state_of_the_job() {
+    let app = TestApp::spawn().await;
+    let labels = json!({ "project": "42", "pipeline.example/stage": "export-v2", "empty": "" });
+    let job = app
+        .create_job(&json!({ "kind": "demo", "params": demo(3, 1), "labels": labels }))
+        .await;
+    assert_eq!(job["labels"], labels);
+    let id = id_of(&job);
+    let events = app.subscribe(&id).await.all().await;
+    assert_well_formed(&events);
+    for event in &events {
+        assert_eq!(event.data["labels"], labels, "{} {}", event.event, event.seq());
+    }
+    assert_eq!(app.get_job(&id).await["labels"], labels);
+
+    for body in [
+        json!({ "kind": "demo", "params": demo(0, 0) }),
+        json!({ "kind": "demo", "params": demo(0, 0), "labels": null }),
+        json!({ "kind": "demo", "params": demo(0, 0), "labels": {} }),
+    ] {
+        let job = app.create_job(&body).await;
+        assert_eq!(job["labels"], json!({}), "labels are {{}} when unused: {body}");
+    }
+}
+
+#[tokio::test]
+async fn every_bad_label_is_a_422_naming_it_and_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let seventeen: serde_json::Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let long_key = "a".repeat(64);
+    let cases = [
+        (json!({ "Project": "1" }), "\"Project\""),
+        (json!({ "": "1" }), "key \"\""),
+        (json!({ "-x": "1" }), "\"-x\""),
+        (json!({ "a b": "1" }), "\"a b\""),
+        (json!({ long_key.clone(): "1" }), long_key.as_str()),
+        (json!({ "n": 1 }), "\"n\""),
+        (json!({ "n": null }), "\"n\""),
+        (json!({ "n": ["1"] }), "\"n\""),
+        (json!({ "long": "x".repeat(257) }), "\"long\""),
+        (Value::Object(seventeen), "17"),
+        (json!(["project", "42"]), "labels"),
+        (json!("project=42"), "labels"),
+    ];
+    for (labels, named) in cases {
+        let body = json!({ "kind": "demo", "params": demo(0, 0), "labels": labels });
+        let response = send(app.client.post(app.url("/v1/jobs")).json(&body)).await;
+        let problem = assert_problem(response, 422, &format!("labels {labels}")).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(named), "the detail names {named}: {detail}");
+    }
+    let (ids, _) = list_page(&app, "").await;
+    assert!(ids.is_empty(), "nothing was created: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_demo_step_and_its_delay_may_each_last_up_to_a_day() {
+    let app = TestApp::spawn().await;
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+    for params in [
+        json!({ "stages": [{ "name": "work", "steps": 2 }], "step_ms": DAY_MS }),
+        json!({ "stages": [{ "name": "work", "steps": 2 }], "delay_ms": DAY_MS }),
+    ] {
+        let job = app.create_demo(params.clone()).await;
+        let id = id_of(&job);
+        wait_for_stages(&app, &id).await;
+        let (status, cancelled) = app.cancel(&id).await;
+        assert_eq!(
+            (status, &cancelled["error"]["code"]),
+            (200, &json!("cancelled")),
+            "{params}"
+        );
+    }
+    for param in ["step_ms", "delay_ms"] {
+        let body = json!({ "kind": "demo", "params": { param: DAY_MS + 1 } });
+        let response = send(app.client.post(app.url("/v1/jobs")).json(&body)).await;
+        let problem = assert_problem(response, 422, &format!("{param} over a day")).await;
+        assert!(problem["detail"].as_str().unwrap().contains(param), "{problem}");
+    }
+}

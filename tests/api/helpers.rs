@@ -109,6 +109,20 @@ impl TestApp {
         self.create("demo", params).await
     }
 
+    /// Starts a demo job with `params` and `labels`; returns its id.
+    pub async fn create_labelled(&self, params: Value, labels: Value) -> String {
+        id_of(
+            &self
+                .create_job(&json!({ "kind": "demo", "params": params, "labels": labels }))
+                .await,
+        )
+    }
+
+    /// POST /v1/jobs/{id}/retry with no body.
+    pub async fn retry(&self, id: &str) -> reqwest::Response {
+        send(self.client.post(self.url(&format!("/v1/jobs/{id}/retry")))).await
+    }
+
     /// Polls the job until it has `status`; fails the test after WAIT.
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -541,6 +555,8 @@ const JOB_FIELDS: &[&str] = &[
     "started_at",
     "updated_at",
     "finished_at",
+    "labels",
+    "retry_of",
 ];
 
 /// A job's id.
@@ -560,6 +576,16 @@ pub fn assert_job_shape(job: &Value) {
     assert!(job["progress"].is_number());
     assert!(job["stages"].is_array());
     assert!(job["params"].is_object());
+    assert!(
+        job["labels"]
+            .as_object()
+            .is_some_and(|labels| labels.values().all(Value::is_string)),
+        "labels are an object of strings: {job}"
+    );
+    assert!(
+        job["retry_of"].is_null() || job["retry_of"].as_str().is_some_and(is_lowercase_uuid_v7),
+        "retry_of is null or a job id: {job}"
+    );
     for field in ["created_at", "updated_at"] {
         let time = job[field].as_str().unwrap_or_else(|| panic!("{field} is set: {job}"));
         assert!(is_contract_time(time), "{field} is {time}");

@@ -393,3 +393,30 @@ fn assert_progress_is_truthful(events: &[SseEvent]) {
         last = progress;
     }
 }
+
+#[tokio::test]
+async fn the_rate_is_known_from_the_first_counter_update_of_each_stage() {
+    let app = TestApp::spawn().await;
+    let params = json!({
+        "stages": [{ "name": "a", "steps": 3 }, { "name": "b", "steps": 3 }, { "name": "c", "steps": 3 }],
+        "step_ms": 20,
+    });
+    let id = id_of(&app.create_demo(params).await);
+    let events = app.subscribe(&id).await.all().await;
+    assert_well_formed(&events);
+    let counted: Vec<&Value> = events
+        .iter()
+        .map(|event| &event.data)
+        .filter(|job| job["status"] == "running" && job["stage"]["current"].as_u64().is_some_and(|current| current > 0))
+        .collect();
+    assert!(counted.len() >= 3, "counter updates of every stage: {}", counted.len());
+    for job in counted {
+        assert!(
+            job["rate"].as_f64().is_some_and(|rate| rate > 0.0),
+            "a moving counter has a rate, from its stage's start: stage {} at {}: rate {}",
+            job["stage"]["name"],
+            job["stage"]["current"],
+            job["rate"]
+        );
+    }
+}

@@ -105,10 +105,55 @@ async fn malformed_list_parameters_are_400_problems() {
         "limit=1&cursor=not-a-cursor",
         "status=bogus",
         "status=queued&status=bogus",
+        "label=project",
+        "label==42",
+        "label=",
+        "label=project=42&label=env",
     ] {
         let response = send(app.client.get(app.url(&format!("/v1/jobs?{query}")))).await;
         assert_problem(response, 400, &format!("GET /v1/jobs?{query}")).await;
     }
+}
+
+#[tokio::test]
+async fn label_filters_must_all_match_and_combine_with_the_other_filters_and_paging() {
+    let app = TestApp::spawn().await;
+    let prod = app
+        .create_labelled(demo(0, 0), json!({ "project": "42", "env": "prod" }))
+        .await;
+    let dev = app
+        .create_labelled(long_wait(), json!({ "project": "42", "env": "dev" }))
+        .await;
+    let other = app.create_labelled(demo(0, 0), json!({ "project": "7" })).await;
+    let plain = app.create_labelled(demo(0, 0), json!({ "project": "42" })).await;
+    let unlabelled = id_of(&app.create_demo(demo(0, 0)).await);
+    for id in [&prod, &other, &plain, &unlabelled] {
+        app.wait_for_status(id, "completed").await;
+    }
+    app.wait_for_status(&dev, "running").await;
+
+    let queries: &[(&str, Vec<&String>)] = &[
+        ("label=project=42", vec![&plain, &dev, &prod]),
+        ("label=project=42&label=env=prod", vec![&prod]),
+        ("label=env=prod&label=project=42", vec![&prod]),
+        ("label=project=42&label=project=7", vec![]),
+        ("label=project=42&status=running", vec![&dev]),
+        ("label=project=42&status=completed", vec![&plain, &prod]),
+        ("label=project=42&kind=demo", vec![&plain, &dev, &prod]),
+        ("label=project=42&kind=nope", vec![]),
+        ("label=project=4", vec![]),
+        ("label=env=", vec![]),
+        ("label=team=42", vec![]),
+        ("label=Not%20a%20key=42", vec![]),
+        ("label=project%3D42", vec![&plain, &dev, &prod]),
+    ];
+    for (query, expected) in queries {
+        let (ids, _) = list_page(&app, query).await;
+        let expected: Vec<String> = expected.iter().map(|id| id.to_string()).collect();
+        assert_eq!(ids, expected, "GET /v1/jobs?{query}");
+    }
+    let walked: Vec<String> = walk(&app, "label=project=42&limit=1").await.concat();
+    assert_eq!(walked, [plain, dev, prod], "paging keeps the label filter");
 }
 
 /// Every page of GET /v1/jobs?query, following next_cursor to the end.

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/jobs/{id}", &["GET"]),
     ("/v1/jobs/{id}/events", &["GET"]),
     ("/v1/jobs/{id}/cancel", &["POST"]),
+    ("/v1/jobs/{id}/retry", &["POST"]),
     ("/v1/jobs/{id}/heartbeat", &["POST"]),
     ("/v1/jobs/{id}/complete", &["POST"]),
     ("/v1/jobs/{id}/fail", &["POST"]),

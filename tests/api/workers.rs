@@ -402,6 +402,112 @@ async fn a_queued_external_job_is_cancelled_at_once() {
 }
 
 #[tokio::test]
+async fn a_repeated_keyed_create_answers_the_worker_token_again() {
+    let app = spawn(test_config(), "30s").await;
+    let body = json!({"kind": "ingest", "params": {"url": "https://example.com/a.csv"}});
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/v1/jobs"))
+            .header("idempotency-key", "ingest-a")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        answers.push(response.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0]["id"], answers[1]["id"]);
+    let token = answers[0]["worker_token"].as_str().expect("a worker token");
+    assert_eq!(
+        answers[1]["worker_token"], token,
+        "a client that lost the first answer still gets the token"
+    );
+    let (status, _) = call(&app, &id_of(&answers[0]), "complete", Some(token), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_retried_external_job_gets_a_new_worker_token_and_the_same_params() {
+    let app = spawn(test_config(), "30s").await;
+    let (job, token) = create_ingest(&app).await;
+    let id = id_of(&job);
+    let error = json!({"code": "upstream_down", "message": "try later", "retryable": true});
+    let (status, _) = call(&app, &id, "fail", Some(&token), error).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let retry: Value = response.json().await.unwrap();
+    assert_eq!(retry["retry_of"], id);
+    assert_eq!(retry["params"], job["params"]);
+    let new_token = retry["worker_token"].as_str().expect("a new worker token");
+    assert_ne!(new_token, token);
+    let new_id = id_of(&retry);
+    let (status, _) = call(&app, &new_id, "heartbeat", Some(&token), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the old token is not the new job's");
+    let (status, done) = call(&app, &new_id, "complete", Some(new_token), json!({"result": 1})).await;
+    assert_eq!((status, &done["status"]), (StatusCode::OK, &json!("completed")));
+}
+
+#[tokio::test]
+async fn worker_calls_racing_or_after_the_jobs_removal_answer_404_or_409_never_500() {
+    // With no finished job kept, a job is forgotten the moment it ends.
+    let app = spawn(
+        Config {
+            max_finished: 0,
+            ..test_config()
+        },
+        "30s",
+    )
+    .await;
+    let (job, token) = create_ingest(&app).await;
+    let id = id_of(&job);
+    let (status, _) = call(&app, &id, "heartbeat", Some(&token), json!({"stage": "download"})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let racing = (0..10).map(|index| {
+        let action = ["heartbeat", "complete", "fail"][index % 3];
+        let body = match action {
+            "fail" => json!({"code": "broke", "message": "it broke"}),
+            _ => json!({}),
+        };
+        let (app, id, token) = (&app, &id, &token);
+        async move { (action, call(app, id, action, Some(token), body).await.0) }
+    });
+    for (action, status) in futures_util::future::join_all(racing).await {
+        assert!(
+            [StatusCode::OK, StatusCode::NOT_FOUND, StatusCode::CONFLICT].contains(&status),
+            "{action} racing the job's end and removal: {status}"
+        );
+    }
+    app.eventually("the job is forgotten", || async {
+        app.client
+            .get(app.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    for (action, body) in [
+        ("heartbeat", json!({})),
+        ("complete", json!({"result": 1})),
+        ("fail", json!({"code": "broke", "message": "it broke"})),
+    ] {
+        let (status, problem) = call(&app, &id, action, Some(&token), body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action} after removal: {problem}");
+    }
+}
+
+#[tokio::test]
 async fn a_silent_worker_fails_its_job_with_heartbeat_timeout() {
     let app = spawn(test_config(), "200ms").await;
     let (job, token) = create_ingest(&app).await;

@@ -51,8 +51,8 @@ describe('dashboard', () => {
     await browser?.close();
   });
 
-  async function open() {
-    const page = await h.openDashboard(context, (request) => requests.push(request.url()));
+  async function open(path) {
+    const page = await h.openDashboard(context, (request) => requests.push(request.url()), path);
     pages.push(page);
     return page;
   }
@@ -231,6 +231,104 @@ describe('dashboard', () => {
     await page.selectOption('#filter-kind', 'demo');
     // The list is re-rendered on the next animation frame: wait for it.
     await page.waitForSelector(card(failed.id), { state: 'visible' });
+    await done(page);
+  });
+
+  test('each card shows its labels; the label filter replaces the page\'s one stream and is kept in the address', { timeout: 60000 }, async () => {
+    const run = `r${Date.now()}`;
+    const quick = { stages: [{ name: 'one', steps: 2 }], step_ms: 0 };
+    const prod = await h.createJob(quick, { run, project: '42', env: 'prod' });
+    const dev = await h.createJob(quick, { run, project: '42', env: 'dev' });
+    const other = await h.createJob(quick, { run, project: '7' });
+    await Promise.all([prod, dev, other].map((job) => h.waitForJobEnd(job.id)));
+    const streams = [];
+    const page = await open();
+    page.on('request', (request) => {
+      if (new URL(request.url()).pathname === '/v1/events') streams.push(request.url());
+    });
+    await page.waitForSelector(card(other.id));
+    const chips = await page.$$eval(`${card(prod.id)} .label-chip`, (buttons) => buttons.map((b) => b.textContent));
+    assert.deepEqual(chips, ['env=prod', 'project=42', `run=${run}`]);
+    await page.locator(card(prod.id)).screenshot({ path: `${h.OUTPUT_DIR}/labels-card.png` });
+
+    await page.fill('#filter-labels', `run=${run}, project=42`);
+    await page.press('#filter-labels', 'Enter');
+    await page.waitForSelector(card(other.id), { state: 'detached' });
+    assert.ok(await page.isVisible(card(prod.id)) && await page.isVisible(card(dev.id)));
+    const expected = `${BASE_URL}/v1/events?label=${encodeURIComponent(`run=${run}`)}&label=${encodeURIComponent('project=42')}`;
+    assert.deepEqual(streams, [expected], 'one new stream, for the labels');
+    assert.deepEqual(new URL(page.url()).searchParams.getAll('label'), [`run=${run}`, 'project=42']);
+    // Jobs created now reach the page only if they have the labels.
+    const late = await h.createJob(quick, { run, project: '42' });
+    const outsider = await h.createJob(quick, { run, project: '7' });
+    await h.waitForBadge(page, late.id, 'completed');
+    await h.waitForJobEnd(outsider.id);
+    assert.equal(await page.$(card(outsider.id)), null, 'a job without the labels is not shown');
+    const visible = await page.$$eval('li.job:not([hidden])', (lis) => lis.map((li) => li.dataset.id).sort());
+    assert.deepEqual(visible, [prod.id, dev.id, late.id].sort());
+
+    // A click on a label narrows the filter.
+    await page.click(`${card(prod.id)} .label-chip:text-is("env=prod")`);
+    await page.waitForSelector(card(dev.id), { state: 'detached' });
+    assert.equal(await page.inputValue('#filter-labels'), `run=${run}, project=42, env=prod`);
+    assert.equal(streams.length, 2);
+    assert.match(streams[1], /label=env%3Dprod/);
+
+    await page.fill('#filter-labels', 'project');
+    await page.press('#filter-labels', 'Enter');
+    assert.match(await page.textContent('#filter-labels-error'), /"project" is not key=value/);
+    assert.equal(streams.length, 2, 'a malformed filter changes nothing');
+
+    // A link with a label filter opens on those jobs.
+    const linked = await open(`/?label=${encodeURIComponent(`run=${run}`)}&label=project%3D7`);
+    await linked.waitForSelector(card(outsider.id));
+    assert.equal(await linked.inputValue('#filter-labels'), `run=${run}, project=7`);
+    const shown = await linked.$$eval('li.job', (lis) => lis.map((li) => li.dataset.id).sort());
+    assert.deepEqual(shown, [other.id, outsider.id].sort());
+    await done(linked);
+    await done(page);
+  });
+
+  test('the start form sends the labels it is given', { timeout: 30000 }, async () => {
+    const page = await open();
+    await page.fill('#labels', 'team=ui, ticket=JC-1');
+    const job = await h.startFromForm(page, { stages: [{ name: 'one', steps: 1 }], step_ms: 0 });
+    assert.deepEqual(job.labels, { team: 'ui', ticket: 'JC-1' });
+    await page.fill('#labels', 'team');
+    await page.click('#start-button');
+    assert.match(await page.textContent('#start-error'), /^Labels: "team" is not key=value/);
+    await done(page);
+  });
+
+  test('failed and cancelled jobs have a Retry button, marked when the error is retryable, that starts a new job', { timeout: 60000 }, async () => {
+    const failed = await h.createJob({ stages: [{ name: 'one', steps: 2 }], step_ms: 0, fail_at: 'one' });
+    const cancelled = await h.createJob({ stages: [{ name: 'one', steps: 2 }], step_ms: 0, delay_ms: 60000 });
+    const completed = await h.createJob({ stages: [{ name: 'one', steps: 1 }], step_ms: 0 });
+    assert.equal((await h.api('POST', `/v1/jobs/${cancelled.id}/cancel`)).status, 200);
+    await Promise.all([failed, completed].map((job) => h.waitForJobEnd(job.id)));
+    const page = await open();
+    await h.waitForBadge(page, failed.id, 'failed');
+    await h.waitForBadge(page, cancelled.id, 'cancelled');
+    await h.waitForBadge(page, completed.id, 'completed');
+    const retryOf = (id) => page.locator(`${card(id)} button.retry`);
+    assert.ok(await retryOf(failed.id).isVisible());
+    assert.match(await retryOf(failed.id).getAttribute('class'), /\bretryable\b/, 'the demo failure is retryable');
+    assert.match(await retryOf(failed.id).getAttribute('aria-label'), /marked retryable/);
+    assert.ok(await retryOf(cancelled.id).isVisible());
+    assert.doesNotMatch(await retryOf(cancelled.id).getAttribute('class'), /\bretryable\b/);
+    assert.ok(await retryOf(completed.id).isHidden(), 'a completed job has no Retry button');
+
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith(`/v1/jobs/${failed.id}/retry`)),
+      retryOf(failed.id).click(),
+    ]);
+    assert.equal(response.status(), 202);
+    const retry = await response.json();
+    assert.equal(retry.retry_of, failed.id);
+    await h.waitForBadge(page, retry.id, 'failed');
+    assert.equal(await h.cardText(page, retry.id, '.retry-of'), `retries job ${failed.id.slice(-8)}`);
+    assert.equal(await h.cardText(page, failed.id, '.note'), `Retried as job ${retry.id.slice(-8)}.`);
+    await page.locator(card(failed.id)).screenshot({ path: `${h.OUTPUT_DIR}/retry-card.png` });
     await done(page);
   });
 

@@ -65,8 +65,8 @@ async function api(method, urlPath, body) {
   return { status: response.status, body: text ? JSON.parse(text) : null };
 }
 
-async function createJob(params) {
-  const { status, body } = await api('POST', '/v1/jobs', { kind: 'demo', params });
+async function createJob(params, labels) {
+  const { status, body } = await api('POST', '/v1/jobs', { kind: 'demo', params, labels });
   if (status !== 202) throw new Error(`creating a job answered ${status}: ${JSON.stringify(body)}`);
   return body;
 }
@@ -83,8 +83,8 @@ async function waitForJobEnd(id, timeoutMs = 30000) {
   throw new Error(`job ${id} did not end within ${timeoutMs} ms`);
 }
 
-/** Opens the dashboard and waits until its stream is live and kinds are loaded. */
-async function openDashboard(context, onRequest) {
+/** Opens the dashboard (at `path`) and waits until its stream is live and kinds are loaded. */
+async function openDashboard(context, onRequest, path = '/') {
   const page = await context.newPage();
   if (onRequest) page.on('request', onRequest);
   const problems = [];
@@ -93,7 +93,7 @@ async function openDashboard(context, onRequest) {
     if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
   });
   page.problems = problems;
-  await page.goto(BASE_URL + '/');
+  await page.goto(BASE_URL + path);
   await page.waitForSelector('#conn[data-state="live"]');
   await page.waitForSelector('#kind option[value="demo"]', { state: 'attached' });
   return page;

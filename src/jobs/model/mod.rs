@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::labels::Labels;
 use super::{ErrorInfo, JobError, JobId, JobStatus, StageStatus};
 pub use progress::{check_stages, StageSpec, PROGRESS_CAP};
 use progress::{Pace, Stage};
@@ -78,6 +79,10 @@ pub struct JobModel {
     /// `params` serialised once: they never change, and every published
     /// state echoes them.
     params_json: Arc<RawValue>,
+    /// Shared with every published state, which the store filters on.
+    labels: Arc<Labels>,
+    /// The failed or cancelled job this one retries.
+    retry_of: Option<JobId>,
     status: JobStatus,
     seq: u64,
     stages: Vec<Stage>,
@@ -108,6 +113,8 @@ impl JobModel {
             kind,
             params,
             params_json: Arc::from(params_json),
+            labels: Arc::default(),
+            retry_of: None,
             status: JobStatus::Queued,
             seq: 0,
             stages: Vec::new(),
@@ -128,12 +135,28 @@ impl JobModel {
         }
     }
 
+    /// The same job with `labels`, given when it is created.
+    pub fn with_labels(mut self, labels: Arc<Labels>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The same job, as the retry of job `retry_of`, if any.
+    pub fn with_retry_of(mut self, retry_of: Option<JobId>) -> Self {
+        self.retry_of = retry_of;
+        self
+    }
+
     pub fn id(&self) -> JobId {
         self.id
     }
 
     pub fn kind(&self) -> &Arc<str> {
         &self.kind
+    }
+
+    pub fn labels(&self) -> &Arc<Labels> {
+        &self.labels
     }
 
     pub fn status(&self) -> JobStatus {

@@ -94,6 +94,11 @@ impl Stage {
 /// A smoothed rate of change of one quantity, sampled when the job is
 /// published: an exponentially weighted moving average whose weight depends
 /// on the time between samples, so bursts and pauses don't skew it.
+///
+/// The first estimate comes as soon as the quantity first moves, from the
+/// first sample (a stage's pace is reset when the stage starts, so that is
+/// the stage's start), however soon after it: a display would otherwise
+/// lose its speed at every stage change until the next sample.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Pace {
     last: Option<(Instant, f64)>,
@@ -112,7 +117,8 @@ impl Pace {
             return;
         };
         let span = now.saturating_duration_since(then);
-        if span < Self::MIN_SPAN {
+        let first_move = self.per_second.is_none() && value > previous && !span.is_zero();
+        if span < Self::MIN_SPAN && !first_move {
             return;
         }
         let seconds = span.as_secs_f64();
@@ -467,6 +473,32 @@ mod tests {
         }
         let rate = serde_json::to_value(model.view()).unwrap()["rate"].as_f64().unwrap();
         assert!(rate < 10.0 && rate > 5.0, "rate {rate}");
+    }
+
+    #[test]
+    fn the_rate_is_estimated_from_a_stages_start_as_soon_as_its_counter_moves() {
+        let mut model = running_with(&[("a", 1.0), ("b", 1.0)]);
+        let start = Instant::now();
+        model.start_stage("a", Some(100), None).unwrap();
+        publish(&mut model, start);
+        model.set_current(2);
+        let view = publish(&mut model, start + Duration::from_millis(20));
+        assert_eq!(view["rate"], 100.0, "2 in the stage's first 20 ms");
+        model.start_stage("b", Some(100), None).unwrap();
+        let started_b = start + Duration::from_millis(1000);
+        assert_eq!(
+            publish(&mut model, started_b)["rate"],
+            Value::Null,
+            "a new stage has no pace yet"
+        );
+        assert_eq!(
+            publish(&mut model, started_b + Duration::from_millis(5))["rate"],
+            Value::Null,
+            "nor while its counter has not moved"
+        );
+        model.set_current(1);
+        let view = publish(&mut model, started_b + Duration::from_millis(10));
+        assert_eq!(view["rate"], 100.0, "from the stage's own start");
     }
 
     #[test]

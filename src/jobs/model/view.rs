@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::progress::Stage;
 use super::JobModel;
+use crate::jobs::labels::Labels;
 use crate::jobs::{ErrorInfo, JobId, JobStatus};
 
 impl JobModel {
@@ -42,6 +43,8 @@ impl JobModel {
             started_at: self.started_at,
             updated_at: self.updated_at,
             finished_at: self.finished_at,
+            labels: &self.labels,
+            retry_of: self.retry_of,
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct JobView<'a> {
     pub updated_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::jobs::serialize_optional_time")]
     pub finished_at: Option<DateTime<Utc>>,
+    pub labels: &'a Labels,
+    pub retry_of: Option<JobId>,
 }
 
 fn serialize_stages<S: serde::Serializer>(stages: &&[Stage], serializer: S) -> Result<S::Ok, S::Error> {

@@ -1,7 +1,9 @@
 //! Admission: a create request becomes a queued job, or is refused before
 //! anything exists. Checks the kind and its params, takes a place in the
 //! bounded queue, commits the job's first state, and hands the job to its
-//! task ([`super::runner`]).
+//! task ([`super::runner`]). A request with an idempotency key goes through
+//! the key's claim first ([`super::idempotency`]), and may answer the job
+//! an earlier request with that key created.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,9 +13,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::idempotency::{Asked, IdempotencyKey, KeyClaim, Lookup};
 use super::runner::Start;
-use super::{JobControl, Registry};
+use super::{lock, JobControl, Registry};
 use crate::jobs::kind::{Prepared, PreparedJob};
+use crate::jobs::labels::Labels;
 use crate::jobs::model::JobModel;
 use crate::jobs::publish::Publisher;
 use crate::jobs::worker::{self, WorkerToken};
@@ -33,28 +37,85 @@ pub enum CreateError {
     ShuttingDown,
     #[error("the job could not be stored: {0}")]
     Store(#[from] AppendError),
+    #[error("the Idempotency-Key was already used for job {0}, with a different request")]
+    KeyReused(JobId),
 }
 
-/// A job just created.
+/// What a create request asks for, its labels already checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRequest {
+    pub kind: String,
+    /// As given; null means `{}`.
+    pub params: Value,
+    pub labels: Labels,
+    /// The failed or cancelled job this one retries.
+    pub retry_of: Option<JobId>,
+}
+
+/// A job just created, or the job an earlier request with the same
+/// idempotency key created.
 #[derive(Debug)]
 pub struct Created {
     pub job: Arc<Published>,
-    /// For a job of an external kind: its worker's token, shown only here.
+    /// For a job of an external kind: its worker's token, shown only to its
+    /// creator (and to repeats of its keyed request).
     pub worker_token: Option<WorkerToken>,
+    /// Whether the job is an earlier request's, answered again.
+    pub replayed: bool,
 }
 
 impl Registry {
-    /// Creates a job of `kind` and queues it to run; answers once its first
-    /// state is committed.
-    pub async fn create(&self, kind: &str, params: Value) -> Result<Created, CreateError> {
+    /// Creates the job `request` asks for and queues it to run; answers
+    /// once its first state is committed. With a `key`, answers instead the
+    /// job that the key already names, if it was asked for the same thing
+    /// (else [`CreateError::KeyReused`]).
+    pub async fn create(&self, request: JobRequest, key: Option<IdempotencyKey>) -> Result<Created, CreateError> {
+        let Some(key) = key else {
+            return self.admit(request, None).await;
+        };
+        loop {
+            match self.look_up_key(&key) {
+                Lookup::Claimed(claim) => {
+                    let created = self.admit(request, Some(&claim)).await?;
+                    claim.keep();
+                    return Ok(created);
+                }
+                Lookup::Wait(settled) => settled.cancelled().await,
+                Lookup::Taken(job_id, asked) => {
+                    if !asked.is_same(&request) {
+                        return Err(CreateError::KeyReused(job_id));
+                    }
+                    // Gone when retention forgot it meanwhile: then so is its
+                    // key (forgotten here too, so that the next look claims it).
+                    let Some(job) = self.job(job_id).await else {
+                        self.forget_key(job_id);
+                        continue;
+                    };
+                    let worker_token = lock(&self.inner.mailboxes)
+                        .get(&job_id)
+                        .map(|mailbox| mailbox.token.clone());
+                    return Ok(Created {
+                        job,
+                        worker_token,
+                        replayed: true,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Creates a job; a `claim` is told the job's id before the job can end.
+    async fn admit(&self, request: JobRequest, claim: Option<&KeyClaim<'_>>) -> Result<Created, CreateError> {
         if self.is_shutting_down() {
             return Err(CreateError::ShuttingDown);
         }
-        let kind = self
-            .inner
-            .kinds
-            .get(kind)
-            .ok_or_else(|| CreateError::UnknownKind(kind.to_owned()))?;
+        let JobRequest {
+            kind,
+            params,
+            labels,
+            retry_of,
+        } = request;
+        let kind = self.inner.kinds.get(&kind).ok_or(CreateError::UnknownKind(kind))?;
         let params = match params {
             Value::Null => Value::Object(Default::default()),
             Value::Object(params) => Value::Object(params),
@@ -67,8 +128,22 @@ impl Registry {
             return Err(CreateError::QueueFull(max_queued));
         }
         let id = JobId::generate();
+        let (params, labels) = (Arc::new(params), Arc::new(labels));
+        if let Some(claim) = claim {
+            claim.name_job(
+                id,
+                Asked {
+                    kind: kind.shared_name(),
+                    params: params.clone(),
+                    labels: labels.clone(),
+                    retry_of,
+                },
+            );
+        }
         let (publisher, first) = Publisher::start(
-            JobModel::new(id, kind.shared_name(), Arc::new(params), Utc::now()),
+            JobModel::new(id, kind.shared_name(), params, Utc::now())
+                .with_labels(labels)
+                .with_retry_of(retry_of),
             &self.inner.store,
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),
@@ -110,6 +185,10 @@ impl Registry {
             .tracker
             .spawn(self.clone().run(start, work, control).instrument(span));
         tracing::info!(job_id = %id, kind = %kind.name(), "job created");
-        Ok(Created { job, worker_token })
+        Ok(Created {
+            job,
+            worker_token,
+            replayed: false,
+        })
     }
 }

@@ -14,14 +14,18 @@
 //!
 //! Each part of the engine has its own file:
 //! - `admission.rs`: checking and queueing a new job;
+//! - `idempotency.rs`: the jobs that idempotency keys name;
 //! - `runner.rs`: a job's task, from its running slot to its outcome;
 //! - `cancel.rs`: cancel requests and the grace period;
 //! - `retention.rs`: forgetting ended jobs;
+//! - `retry.rs`: running a failed or cancelled job again, as a new job;
 //! - `worker_calls.rs`: relaying external workers' calls to their jobs.
 
 mod admission;
 mod cancel;
+mod idempotency;
 mod retention;
+mod retry;
 mod runner;
 mod worker_calls;
 
@@ -42,8 +46,10 @@ use super::{JobId, JobStatus};
 use crate::metrics::{self, Metrics};
 use crate::store::{AllFeed, JobFeed, ListQuery, Published, Store};
 
-pub use admission::{CreateError, Created};
+pub use admission::{CreateError, Created, JobRequest};
 pub use cancel::CancelError;
+pub use idempotency::{IdempotencyKey, KeyError};
+pub use retry::RetryError;
 pub use worker_calls::WorkerError;
 
 /// The engine's limits and timings.
@@ -107,6 +113,8 @@ struct Inner {
     /// External jobs' tokens and mailboxes, kept until the job is forgotten
     /// so that a late call still gets a 409 rather than a 404.
     mailboxes: Mutex<HashMap<JobId, Mailbox>>,
+    /// The jobs idempotency keys name, kept as long as those jobs.
+    keys: Mutex<idempotency::KeyIndex>,
     /// Ended jobs in the order they ended, for retention.
     ended: Mutex<VecDeque<(Instant, JobId)>>,
     reaper_wake: Notify,
@@ -141,6 +149,7 @@ impl Registry {
                 queued: AtomicUsize::new(0),
                 controls: Mutex::new(HashMap::new()),
                 mailboxes: Mutex::new(HashMap::new()),
+                keys: Mutex::default(),
                 ended: Mutex::new(VecDeque::new()),
                 reaper_wake: Notify::new(),
                 tracker: TaskTracker::new(),

@@ -1,6 +1,6 @@
 //! Retention: ended jobs are kept for `retention`, and at most
 //! `max_finished` of them; then the store forgets them, with their worker
-//! mailboxes. A reaper task sleeps until the oldest ended job expires.
+//! mailboxes and idempotency keys. A reaper task sleeps until the oldest ended job expires.
 
 use std::collections::VecDeque;
 
@@ -33,6 +33,8 @@ impl Registry {
         while let Some(&(ended_at, id)) = ended.front() {
             if ended.len() > settings.max_finished || now >= ended_at + settings.retention {
                 ended.pop_front();
+                // The key first: a key found in the index names a stored job.
+                self.forget_key(id);
                 self.inner.store.remove(id);
                 lock(&self.inner.mailboxes).remove(&id);
             } else {
