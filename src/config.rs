@@ -82,6 +82,15 @@ pub struct Config {
     #[arg(long = "config", env = "JOBCAST_CONFIG")]
     pub kinds_file: Option<PathBuf>,
 
+    /// Serve HTTPS with this certificate chain (PEM), HTTP/2 and HTTP/1.1
+    /// chosen by ALPN; needs --tls-key.
+    #[arg(long, env = "JOBCAST_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "JOBCAST_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "JOBCAST_LOG", default_value = "info")]
     pub log: String,
@@ -103,6 +112,8 @@ impl Default for Config {
             body_limit: 1_048_576,
             publish_interval: Duration::from_millis(10),
             kinds_file: None,
+            tls_cert: None,
+            tls_key: None,
             log: "info".to_owned(),
         }
     }

@@ -24,7 +24,6 @@ async fn serve(config: jobcast::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(address = %config.listen, "jobcast listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(jobcast::cancel_on_signal(shutdown.clone()));
     match jobcast::run(listener, config, shutdown).await {

@@ -19,4 +19,5 @@ mod ops;
 mod pacing;
 mod smoke;
 mod streams_common;
+mod transport;
 mod workers;
