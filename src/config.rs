@@ -15,6 +15,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, humantime::Duration
     humantime::parse_duration(text)
 }
 
+/// A duration as [`parse_duration`] reads it, but not zero.
+fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text) {
+        Ok(Duration::ZERO) => Err("must be more than 0".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// Reads a duration written as in a flag (`"30s"`), for config files:
 /// `#[serde(deserialize_with = "crate::config::duration")]`.
 pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -82,6 +91,14 @@ pub struct Config {
     #[arg(long = "config", env = "JOBCAST_CONFIG")]
     pub kinds_file: Option<PathBuf>,
 
+    /// How long a client may take to send a request head: from the
+    /// connection's start (TLS handshake included), and on a kept-alive
+    /// connection from the end of its previous request. A head begun but
+    /// not complete gets 408 and the connection closes; a connection that
+    /// sent nothing, or an HTTP/2 connection with no open stream, closes.
+    #[arg(long, env = "JOBCAST_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_nonzero_duration)]
+    pub header_timeout: Duration,
+
     /// Serve HTTPS with this certificate chain (PEM), HTTP/2 and HTTP/1.1
     /// chosen by ALPN; needs --tls-key.
     #[arg(long, env = "JOBCAST_TLS_CERT", value_name = "PATH")]
@@ -112,6 +129,7 @@ impl Default for Config {
             body_limit: 1_048_576,
             publish_interval: Duration::from_millis(10),
             kinds_file: None,
+            header_timeout: Duration::from_secs(10),
             tls_cert: None,
             tls_key: None,
             log: "info".to_owned(),
@@ -147,5 +165,12 @@ mod tests {
         assert_eq!(config.publish_interval, Duration::ZERO);
         assert_eq!(config.cancel_grace, Duration::from_millis(250));
         assert_eq!(config.retention, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_header_timeout_of_zero_is_refused() {
+        assert!(Config::try_parse_from(["jobcast", "--header-timeout", "0"]).is_err());
+        let config = Config::try_parse_from(["jobcast", "--header-timeout", "500ms"]).unwrap();
+        assert_eq!(config.header_timeout, Duration::from_millis(500));
     }
 }

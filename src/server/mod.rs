@@ -13,7 +13,8 @@
 //! and the connection, with the bytes already read, goes to the HTTP/2
 //! builder in a task of its own ([`connection`]). Over TLS, ALPN chooses
 //! ([`tls`]). A request head must fit in 8 KiB on HTTP/1.1 (bodies are not
-//! limited by it).
+//! limited by it), and arrive within the header timeout on either protocol
+//! (how each keeps it: [`connection`]).
 //!
 //! HTTP/2's limits, per connection: 200 concurrent streams, request header
 //! lists up to 16 KiB, and hyper's reset-flood defences (at most 20 streams
@@ -31,17 +32,19 @@
 //! when to stop, to the caller.
 
 mod connection;
+mod idle;
 mod rewind;
 mod tls;
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::Listener;
 use axum::Router;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -67,10 +70,22 @@ const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 const HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// How the server meets its clients: over TLS (HTTP/2 or HTTP/1.1 by
-/// ALPN) or plain (HTTP/1.1, and HTTP/2 with prior knowledge).
-#[derive(Clone, Default)]
+/// ALPN) or plain (HTTP/1.1, and HTTP/2 with prior knowledge), and how long
+/// a client may take to send a request head.
+#[derive(Clone)]
 pub struct Transport {
     tls: Option<Arc<ServerConfig>>,
+    header_timeout: Duration,
+}
+
+impl Default for Transport {
+    /// Plain, with the default header timeout.
+    fn default() -> Self {
+        Transport {
+            tls: None,
+            header_timeout: Config::default().header_timeout,
+        }
+    }
 }
 
 impl Transport {
@@ -82,7 +97,10 @@ impl Transport {
             (None, None) => None,
             _ => return Err(TlsError::Incomplete),
         };
-        Ok(Transport { tls })
+        Ok(Transport {
+            tls,
+            header_timeout: config.header_timeout,
+        })
     }
 
     /// Whether connections speak TLS (`https`).
@@ -96,6 +114,8 @@ struct Server {
     router: Router,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// See `--header-timeout`, and `connection` for how each protocol keeps it.
+    header_timeout: Duration,
     /// Cancelled once the server stops accepting: every connection ends gracefully.
     closing: CancellationToken,
     /// Every connection's task, so that the server can wait for them all.
@@ -103,9 +123,12 @@ struct Server {
 }
 
 impl Server {
-    fn new(router: Router) -> Server {
+    fn new(router: Router, header_timeout: Duration) -> Server {
         let mut http1 = http1::Builder::new();
-        http1.max_buf_size(MAX_BUF_SIZE);
+        http1
+            .max_buf_size(MAX_BUF_SIZE)
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
@@ -116,6 +139,7 @@ impl Server {
             router,
             http1,
             http2,
+            header_timeout,
             closing: CancellationToken::new(),
             connections: TaskTracker::new(),
         }
@@ -129,7 +153,7 @@ pub(crate) async fn serve<L>(mut listener: L, router: Router, transport: Transpo
 where
     L: Listener<Io = TcpStream>,
 {
-    let server = Arc::new(Server::new(router));
+    let server = Arc::new(Server::new(router, transport.header_timeout));
     let tls = transport.tls.map(TlsAcceptor::from);
     let mut signal = pin!(signal);
     loop {

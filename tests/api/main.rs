@@ -19,5 +19,6 @@ mod ops;
 mod pacing;
 mod smoke;
 mod streams_common;
+mod timeouts;
 mod transport;
 mod workers;
