@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::telemetry::LogFormat;
+
 /// A duration such as `10s`, `500ms`, `1h`, or `0`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     if text.trim() == "0" {
@@ -111,6 +113,11 @@ pub struct Config {
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "JOBCAST_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log lines as readable `text`, or as `json`: one object per line, with
+    /// the request's and job's span fields, for log collectors.
+    #[arg(long, env = "JOBCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -133,6 +140,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 }

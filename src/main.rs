@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: jobcast::Config) -> ExitCode {
-    jobcast::telemetry::init(&config.log);
+    jobcast::telemetry::init(&config.log, config.log_format);
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {

@@ -15,6 +15,7 @@ mod job_stream_resume;
 mod kinds;
 mod lifecycle;
 mod list;
+mod logs;
 mod ops;
 mod pacing;
 mod smoke;
