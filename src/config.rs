@@ -101,6 +101,12 @@ pub struct Config {
     #[arg(long, env = "JOBCAST_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_nonzero_duration)]
     pub header_timeout: Duration,
 
+    /// Streams one HTTP/2 connection may have open at once (a browser holds
+    /// one connection per origin and queues streams beyond this); event
+    /// streams are limited server-wide by --max-streams whatever this is.
+    #[arg(long, env = "JOBCAST_HTTP2_MAX_STREAMS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+
     /// Serve HTTPS with this certificate chain (PEM), HTTP/2 and HTTP/1.1
     /// chosen by ALPN; needs --tls-key.
     #[arg(long, env = "JOBCAST_TLS_CERT", value_name = "PATH")]
@@ -137,6 +143,7 @@ impl Default for Config {
             publish_interval: Duration::from_millis(10),
             kinds_file: None,
             header_timeout: Duration::from_secs(10),
+            http2_max_streams: 200,
             tls_cert: None,
             tls_key: None,
             log: "info".to_owned(),

@@ -213,7 +213,7 @@ mod tests {
         type Connection = http1::Connection<TokioIo<TcpStream>, TowerToHyperService<Router>>;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let server = Arc::new(Server::new(Router::new(), Duration::from_secs(1)));
+        let server = Arc::new(Server::new(Router::new(), &super::super::Transport::default()));
         let task = serve_http1(tcp, server);
         let overhead = std::mem::size_of_val(&task) - std::mem::size_of::<Connection>();
         // 192 bytes with Rust 1.95; the old task (before TLS and HTTP/2) had as much.

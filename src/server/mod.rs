@@ -16,13 +16,15 @@
 //! limited by it), and arrive within the header timeout on either protocol
 //! (how each keeps it: [`connection`]).
 //!
-//! HTTP/2's limits, per connection: 200 concurrent streams, request header
-//! lists up to 16 KiB, and hyper's reset-flood defences (at most 20 streams
-//! reset by the client before the server accepted them, at most 1,024
-//! streams the server had to reset for the client's errors, before the
-//! connection is closed with GOAWAY). These are hyper's defaults, set here
-//! so that a change of defaults cannot loosen them. Open event streams are
-//! limited server-wide by `--max-streams` whichever protocol carries them.
+//! HTTP/2's limits, per connection: `--http2-max-streams` concurrent streams
+//! (default 200, hyper's default), request header lists up to 8 KiB as on
+//! HTTP/1.1 (hyper's default is 16 KiB; beyond, the stream gets a 431), and
+//! hyper's reset-flood defences (at most 20 streams reset by the client
+//! before the server accepted them, at most 1,024 streams the server had to
+//! reset for the client's errors, before the connection is closed with
+//! GOAWAY). All are set here, so that a change of hyper's defaults cannot
+//! loosen them. Open event streams are limited server-wide by
+//! `--max-streams` whichever protocol carries them.
 //!
 //! Otherwise this matches `axum::serve`: one task per connection, the
 //! router shared by every connection (not collected again for each), and,
@@ -57,11 +59,9 @@ pub use tls::TlsError;
 /// hyper's smallest allowed read buffer limit. A request head must fit in
 /// it, and the API's heads are far smaller.
 const MAX_BUF_SIZE: usize = 8192;
-/// Streams one HTTP/2 connection may have open at once.
-const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 /// The largest request header list (HPACK-decoded, 32 bytes counted per
-/// field) accepted over HTTP/2.
-const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// field) accepted over HTTP/2: what fits in HTTP/1.1's buffer.
+const HTTP2_MAX_HEADER_LIST_SIZE: u32 = MAX_BUF_SIZE as u32;
 /// Streams the client may reset before the server accepted them, pending at
 /// once, before the connection is closed (the "rapid reset" attack).
 const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
@@ -76,14 +76,17 @@ const HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 pub struct Transport {
     tls: Option<Arc<ServerConfig>>,
     header_timeout: Duration,
+    http2_max_streams: u32,
 }
 
 impl Default for Transport {
-    /// Plain, with the default header timeout.
+    /// Plain, with the default limits.
     fn default() -> Self {
+        let config = Config::default();
         Transport {
             tls: None,
-            header_timeout: Config::default().header_timeout,
+            header_timeout: config.header_timeout,
+            http2_max_streams: config.http2_max_streams,
         }
     }
 }
@@ -100,6 +103,7 @@ impl Transport {
         Ok(Transport {
             tls,
             header_timeout: config.header_timeout,
+            http2_max_streams: config.http2_max_streams,
         })
     }
 
@@ -123,7 +127,8 @@ struct Server {
 }
 
 impl Server {
-    fn new(router: Router, header_timeout: Duration) -> Server {
+    fn new(router: Router, transport: &Transport) -> Server {
+        let header_timeout = transport.header_timeout;
         let mut http1 = http1::Builder::new();
         http1
             .max_buf_size(MAX_BUF_SIZE)
@@ -131,7 +136,7 @@ impl Server {
             .header_read_timeout(header_timeout);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
-            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+            .max_concurrent_streams(transport.http2_max_streams)
             .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
             .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS)
             .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS);
@@ -153,7 +158,7 @@ pub(crate) async fn serve<L>(mut listener: L, router: Router, transport: Transpo
 where
     L: Listener<Io = TcpStream>,
 {
-    let server = Arc::new(Server::new(router, transport.header_timeout));
+    let server = Arc::new(Server::new(router, &transport));
     let tls = transport.tls.map(TlsAcceptor::from);
     let mut signal = pin!(signal);
     loop {

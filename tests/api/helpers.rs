@@ -60,9 +60,10 @@ impl TestApp {
         Self::spawn_with_kinds(config, Vec::new()).await
     }
 
-    /// A server running the demo kind and `kinds` besides.
+    /// A server running the demo kind and `kinds` besides, and a client
+    /// speaking the suite's protocol ([`Protocol::of_suite`]) to it.
     pub async fn spawn_with_kinds(config: Config, kinds: Vec<Kind>) -> TestApp {
-        Self::spawn_over(Protocol::Http1, config, kinds).await
+        Self::spawn_over(Protocol::of_suite(), config, kinds).await
     }
 
     /// A server running the demo kind and `kinds` besides, and a client
@@ -105,11 +106,21 @@ impl TestApp {
         }
     }
 
-    /// `config`, with this app's certificate if it has one.
+    /// `config`, with this app's certificate if it has one. Over HTTP/2,
+    /// the client's one connection may carry any number of streams (unless
+    /// the test chose a limit): each stream of a test written for HTTP/1.1
+    /// had a connection of its own, and the limits under test (such as
+    /// `--max-streams`) must be what refuses a stream, not the client
+    /// queueing it.
     fn configure(&self, config: Config) -> Config {
+        let http2_max_streams = match self.protocol.version() {
+            reqwest::Version::HTTP_2 if config.http2_max_streams == Config::default().http2_max_streams => u32::MAX,
+            _ => config.http2_max_streams,
+        };
         Config {
             tls_cert: self.cert.as_ref().map(|cert| cert.cert.clone()),
             tls_key: self.cert.as_ref().map(|cert| cert.key.clone()),
+            http2_max_streams,
             ..config
         }
     }
@@ -123,7 +134,10 @@ impl TestApp {
     }
 
     /// A server started as the binary starts it (`jobcast::run`): the demo
-    /// kind, and the kinds file that `config` names.
+    /// kind, and the kinds file that `config` names. Plain HTTP/1.1 whatever
+    /// the suite's protocol: its tests run other programs against it (the
+    /// example worker, `jobcast submit`), which would not trust the test
+    /// certificate.
     pub async fn run(config: Config) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
@@ -285,7 +299,24 @@ pub enum Protocol {
     Http2Prior,
 }
 
+/// The variable that chooses the protocol of the whole suite.
+pub const PROTOCOL_VARIABLE: &str = "API_TEST_PROTOCOL";
+
 impl Protocol {
+    /// The protocol the suite's tests speak unless they choose one:
+    /// `API_TEST_PROTOCOL` is `http1` (the default), `http1-tls`, `h2` (over
+    /// TLS, as browsers speak it) or `h2c` (prior knowledge). CI runs the
+    /// suite once with each of `http1`, `h2` and `h2c`.
+    pub fn of_suite() -> Protocol {
+        match std::env::var(PROTOCOL_VARIABLE).as_deref() {
+            Err(_) | Ok("" | "http1") => Protocol::Http1,
+            Ok("http1-tls") => Protocol::Http1Tls,
+            Ok("h2") => Protocol::Http2Tls,
+            Ok("h2c") => Protocol::Http2Prior,
+            Ok(other) => panic!("{PROTOCOL_VARIABLE}={other}: not http1, http1-tls, h2 or h2c"),
+        }
+    }
+
     pub fn is_tls(self) -> bool {
         matches!(self, Protocol::Http1Tls | Protocol::Http2Tls)
     }
@@ -336,6 +367,41 @@ impl Drop for TestCert {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// What an HTTP/2 client with prior knowledge sends first: the preface and
+/// an empty SETTINGS frame.
+pub fn http2_opening() -> Vec<u8> {
+    [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        &[0, 0, 0, HTTP2_SETTINGS, 0, 0, 0, 0, 0],
+    ]
+    .concat()
+}
+
+/// HTTP/2 frame types.
+pub const HTTP2_SETTINGS: u8 = 4;
+pub const HTTP2_GOAWAY: u8 = 7;
+
+/// One HTTP/2 frame, as read from a raw connection.
+pub struct Http2Frame {
+    pub kind: u8,
+    pub payload: Vec<u8>,
+}
+
+/// The whole HTTP/2 frames at the start of `bytes` (what a server sent).
+pub fn http2_frames(mut bytes: &[u8]) -> Vec<Http2Frame> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        let Some(payload) = bytes.get(9..9 + length) else { break };
+        frames.push(Http2Frame {
+            kind: bytes[3],
+            payload: payload.to_vec(),
+        });
+        bytes = &bytes[9 + length..];
+    }
+    frames
 }
 
 /// Starts the binary with `args` and `env`; waits for it to exit.

@@ -28,6 +28,12 @@ fn config_with_timeout(timeout: Duration) -> Config {
     }
 }
 
+/// A plain server with the header timeout `timeout`, for raw connections
+/// (plain HTTP/1.1 whatever the suite's protocol).
+async fn plain_server(timeout: Duration) -> TestApp {
+    TestApp::spawn_over(Protocol::Http1, config_with_timeout(timeout), Vec::new()).await
+}
+
 /// The host and port of `app`.
 fn address(app: &TestApp) -> String {
     app.base.split_once("://").unwrap().1.to_owned()
@@ -68,23 +74,9 @@ fn assert_request_timeout(answer: &[u8]) {
     assert!(problem["detail"].as_str().is_some_and(|detail| !detail.is_empty()));
 }
 
-/// The HTTP/2 frame type GOAWAY.
-const GOAWAY: u8 = 7;
-
-/// The types of the HTTP/2 frames in `bytes`, a server's whole output.
-fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
-    let mut types = Vec::new();
-    while bytes.len() >= 9 {
-        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
-        types.push(bytes[3]);
-        bytes = &bytes[(9 + length).min(bytes.len())..];
-    }
-    types
-}
-
 #[tokio::test]
 async fn a_request_head_not_complete_in_time_gets_408_and_the_connection_closes() {
-    let app = TestApp::spawn_with(config_with_timeout(TIMEOUT)).await;
+    let app = plain_server(TIMEOUT).await;
     let (answer, elapsed) = send_and_read_to_end(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
     assert_request_timeout(&answer);
     assert_closed_after("a partial head", elapsed, TIMEOUT);
@@ -92,7 +84,7 @@ async fn a_request_head_not_complete_in_time_gets_408_and_the_connection_closes(
 
 #[tokio::test]
 async fn silent_idle_and_stalled_connections_close_after_the_header_timeout() {
-    let plain = TestApp::spawn_with(config_with_timeout(TIMEOUT)).await;
+    let plain = plain_server(TIMEOUT).await;
     let tls = TestApp::spawn_over(Protocol::Http2Tls, config_with_timeout(TIMEOUT), Vec::new()).await;
     let silent = async {
         let (answer, elapsed) = send_and_read_to_end(&plain, b"").await;
@@ -112,9 +104,9 @@ async fn silent_idle_and_stalled_connections_close_after_the_header_timeout() {
         // The preface and an empty SETTINGS frame: a client with prior
         // knowledge that opens no stream. It gets GOAWAY and its ping, does
         // not answer, and is dropped after the timeout once more.
-        let opening = [&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], &[0, 0, 0, 4, 0, 0, 0, 0, 0]].concat();
-        let (answer, elapsed) = send_and_read_to_end(&plain, &opening).await;
-        assert!(frame_types(&answer).contains(&GOAWAY), "a GOAWAY frame: {answer:?}");
+        let (answer, elapsed) = send_and_read_to_end(&plain, &http2_opening()).await;
+        let goaway = http2_frames(&answer).iter().any(|frame| frame.kind == HTTP2_GOAWAY);
+        assert!(goaway, "a GOAWAY frame: {answer:?}");
         assert_closed_after("an idle HTTP/2 connection", elapsed, 2 * TIMEOUT);
     };
     let stalled_handshake = async {
@@ -189,7 +181,7 @@ fn allow_open_files(count: u64) {
 #[tokio::test]
 async fn five_hundred_slow_clients_are_closed_in_time_and_delay_no_one() {
     allow_open_files(4 * SLOW_CLIENTS as u64);
-    let app = TestApp::spawn_with(config_with_timeout(SLOW_TIMEOUT)).await;
+    let app = plain_server(SLOW_TIMEOUT).await;
     // A job that runs through the attack, watched from before it starts.
     let id = id_of(&app.create_demo(demo(80, 50)).await);
     let mut stream = app.subscribe(&id).await;
