@@ -23,7 +23,9 @@
 //! before the server accepted them, at most 1,024 streams the server had to
 //! reset for the client's errors, before the connection is closed with
 //! GOAWAY). All are set here, so that a change of hyper's defaults cannot
-//! loosen them. Open event streams are limited server-wide by
+//! loosen them. A stream's send buffer is smaller than hyper's default, so
+//! that a stream that falls behind skips stale states rather than queueing
+//! them. Open event streams are limited server-wide by
 //! `--max-streams` whichever protocol carries them.
 //!
 //! Otherwise this matches `axum::serve`: one task per connection, the
@@ -62,6 +64,14 @@ const MAX_BUF_SIZE: usize = 8192;
 /// The largest request header list (HPACK-decoded, 32 bytes counted per
 /// field) accepted over HTTP/2: what fits in HTTP/1.1's buffer.
 const HTTP2_MAX_HEADER_LIST_SIZE: u32 = MAX_BUF_SIZE as u32;
+/// What one HTTP/2 stream may have waiting to be sent (hyper's default is
+/// 400 KiB). A stream that falls behind its client is held back once this
+/// is full, and then skips stale states as it does on HTTP/1.1 when its
+/// socket is full, instead of queueing them: at fan-out 1,000 × 2,000 steps
+/// at 0 ms, p95 latency 133–153 ms instead of 338–505 ms, and peak memory
+/// 17–19 MiB instead of 30–66 MiB (docs/PERFORMANCE.md). An event larger
+/// than this is still sent whole.
+const HTTP2_MAX_SEND_BUF_SIZE: usize = 16 * 1024;
 /// Streams the client may reset before the server accepted them, pending at
 /// once, before the connection is closed (the "rapid reset" attack).
 const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
@@ -139,7 +149,8 @@ impl Server {
             .max_concurrent_streams(transport.http2_max_streams)
             .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
             .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS);
+            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS)
+            .max_send_buf_size(HTTP2_MAX_SEND_BUF_SIZE);
         Server {
             router,
             http1,
