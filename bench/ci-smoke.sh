@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the load generator against the real jobcast binary: builds
-# both in release, then runs a small fan-out (200 streams on one job) and a
-# small many-jobs run. Fails (non-zero) if a stream invariant breaks: a
+# both in release, then runs a small fan-out (200 streams on one job), the
+# same over two HTTP/2 connections (h2c), and a small many-jobs run. Fails (non-zero) if a stream invariant breaks: a
 # missing terminal event, a duplicate or out-of-order seq, an event after
 # the terminal one, or a stream that fails. Latency targets are not judged
 # here: CI machines are shared and noisy.
@@ -41,6 +41,11 @@ timeout 90 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
   --json-out "$results/runs.jsonl" \
   fanout --subscribers 200 --steps 40 --step-ms 5 --delay-ms 1500 >/dev/null
 
+echo "== fan-out over HTTP/2: 200 streams on 2 connections (h2c)"
+timeout 90 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
+  --json-out "$results/runs.jsonl" --http2-connections 2 \
+  fanout --subscribers 200 --steps 40 --step-ms 5 --delay-ms 1500 >/dev/null
+
 echo "== many jobs: 50 jobs, one stream each, 20 steps at 5 ms"
 timeout 60 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
   --json-out "$results/runs.jsonl" \
@@ -48,4 +53,4 @@ timeout 60 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
 
 echo "== runs"
 cat "$results/runs.jsonl"
-echo "smoke: 2 passed, 0 failed"
+echo "smoke: 3 passed, 0 failed"

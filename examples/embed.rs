@@ -64,7 +64,7 @@ async fn count_primes(ctx: JobContext, params: CountPrimes) -> Result<Value, Job
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let config = Config::default();
-    jobcast::telemetry::init(&config.log);
+    jobcast::telemetry::init(&config.log, config.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(jobcast::cancel_on_signal(shutdown.clone()));
 

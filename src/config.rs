@@ -7,12 +7,23 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::telemetry::LogFormat;
+
 /// A duration such as `10s`, `500ms`, `1h`, or `0`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     if text.trim() == "0" {
         return Ok(Duration::ZERO);
     }
     humantime::parse_duration(text)
+}
+
+/// A duration as [`parse_duration`] reads it, but not zero.
+fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text) {
+        Ok(Duration::ZERO) => Err("must be more than 0".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Reads a duration written as in a flag (`"30s"`), for config files:
@@ -82,9 +93,37 @@ pub struct Config {
     #[arg(long = "config", env = "JOBCAST_CONFIG")]
     pub kinds_file: Option<PathBuf>,
 
+    /// How long a client may take to send a request head: from the
+    /// connection's start (TLS handshake included), and on a kept-alive
+    /// connection from the end of its previous request. A head begun but
+    /// not complete gets 408 and the connection closes; a connection that
+    /// sent nothing, or an HTTP/2 connection with no open stream, closes.
+    #[arg(long, env = "JOBCAST_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_nonzero_duration)]
+    pub header_timeout: Duration,
+
+    /// Streams one HTTP/2 connection may have open at once (a browser holds
+    /// one connection per origin and queues streams beyond this); event
+    /// streams are limited server-wide by --max-streams whatever this is.
+    #[arg(long, env = "JOBCAST_HTTP2_MAX_STREAMS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+
+    /// Serve HTTPS with this certificate chain (PEM), HTTP/2 and HTTP/1.1
+    /// chosen by ALPN; needs --tls-key.
+    #[arg(long, env = "JOBCAST_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "JOBCAST_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "JOBCAST_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log lines as readable `text`, or as `json`: one object per line, with
+    /// the request's and job's span fields, for log collectors.
+    #[arg(long, env = "JOBCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -103,7 +142,12 @@ impl Default for Config {
             body_limit: 1_048_576,
             publish_interval: Duration::from_millis(10),
             kinds_file: None,
+            header_timeout: Duration::from_secs(10),
+            http2_max_streams: 200,
+            tls_cert: None,
+            tls_key: None,
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -136,5 +180,12 @@ mod tests {
         assert_eq!(config.publish_interval, Duration::ZERO);
         assert_eq!(config.cancel_grace, Duration::from_millis(250));
         assert_eq!(config.retention, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_header_timeout_of_zero_is_refused() {
+        assert!(Config::try_parse_from(["jobcast", "--header-timeout", "0"]).is_err());
+        let config = Config::try_parse_from(["jobcast", "--header-timeout", "500ms"]).unwrap();
+        assert_eq!(config.header_timeout, Duration::from_millis(500));
     }
 }

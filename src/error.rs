@@ -39,6 +39,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_seconds: u64 },
+    #[error("the request head did not arrive within {}", humantime::format_duration(*.0))]
+    RequestTimeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -65,6 +68,7 @@ fn problem_type(status: StatusCode) -> &'static str {
         StatusCode::FORBIDDEN => "urn:jobcast:problem:forbidden",
         StatusCode::NOT_FOUND => "urn:jobcast:problem:not-found",
         StatusCode::METHOD_NOT_ALLOWED => "urn:jobcast:problem:method-not-allowed",
+        StatusCode::REQUEST_TIMEOUT => "urn:jobcast:problem:request-timeout",
         StatusCode::CONFLICT => "urn:jobcast:problem:conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "urn:jobcast:problem:payload-too-large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "urn:jobcast:problem:unsupported-media-type",

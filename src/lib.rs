@@ -25,7 +25,8 @@
 //! - [`http`]: the API's router and handlers; [`http::sse`] holds the stream
 //!   rules (snapshot, resume, lag, keep-alive, pacing).
 //! - [`error`]: every API error as problem+json.
-//! - `server`: accepting connections and serving the router on each.
+//! - `server`: accepting connections (plain or TLS) and serving the router
+//!   on each, over HTTP/1.1 or HTTP/2; [`Transport`] says which.
 //! - [`kinds`]: the built-in job kinds (`demo`), and kinds declared in a
 //!   kinds file: commands this server runs, or jobs external workers drive.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logging.
@@ -80,6 +81,7 @@ pub use jobs::context::JobContext;
 pub use jobs::kind::{JobResult, Kind};
 pub use jobs::model::StageSpec;
 pub use jobs::{JobError, JobId, JobStatus};
+pub use server::{TlsError, Transport};
 
 use jobs::registry::{EngineSettings, Registry};
 use store::memory::MemoryStore;
@@ -133,8 +135,19 @@ impl App {
 
 /// Serves `app` on `listener` until `shutdown` is cancelled; then ends every
 /// live job `failed` with code `shutdown`, lets every stream deliver that
-/// terminal event, and returns within a bounded time.
+/// terminal event, and returns within a bounded time. Plain connections
+/// (HTTP/1.1, and HTTP/2 with prior knowledge); [`serve_with`] for TLS.
 pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken) -> std::io::Result<()> {
+    serve_with(listener, app, Transport::default(), shutdown).await
+}
+
+/// [`serve`], over `transport`.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: App,
+    transport: Transport,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         // Progress events are small and latency matters more than packing.
         if let Err(error) = tcp.set_nodelay(true) {
@@ -149,7 +162,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
             app.drain().await;
         }
     };
-    let server = server::serve(listener, app.router(), drained);
+    let server = server::serve(listener, app.router(), transport, drained);
     let closing = app.state.closing.clone();
     tokio::select! {
         () = server => Ok(()),
@@ -161,8 +174,11 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: CancellationToken)
 }
 
 /// Runs the server with the built-in kinds and those of the kinds file, if
-/// the config names one: what the `jobcast` binary does.
+/// the config names one, over the transport the config asks for: what the
+/// `jobcast` binary does.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    let transport = Transport::from_config(&config)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
     let mut kinds = vec![kinds::demo::kind()];
     if let Some(path) = &config.kinds_file {
         let settings = kinds::file::FileSettings::for_cancel_grace(config.cancel_grace);
@@ -172,7 +188,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         kinds.extend(from_file);
     }
     let app = App::new(&config, kinds, shutdown.clone());
-    serve(listener, app, shutdown).await
+    let scheme = if transport.is_tls() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "jobcast listening");
+    serve_with(listener, app, transport, shutdown).await
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: jobcast::Config) -> ExitCode {
-    jobcast::telemetry::init(&config.log);
+    jobcast::telemetry::init(&config.log, config.log_format);
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -24,7 +24,6 @@ async fn serve(config: jobcast::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(address = %config.listen, "jobcast listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(jobcast::cancel_on_signal(shutdown.clone()));
     match jobcast::run(listener, config, shutdown).await {

@@ -4,9 +4,10 @@
 #
 #   bash ui/run-tests.sh PATH_TO_JOBCAST_BINARY
 #
-# Installs chromium (apt-get) and the node dependencies (npm ci) when they are
-# missing, starts the server on a free loopback port, runs `node --test`, and
-# stops every server it started on exit. The reconnect test stops the server
+# Installs chromium and openssl (apt-get) and the node dependencies (npm ci)
+# when they are missing, starts the server on a free loopback port, runs
+# `node --test`, and stops every server it started on exit (the HTTP/2 test
+# starts and stops its own HTTPS server). The reconnect test stops the server
 # and starts it again on the same port; the current server's pid is kept in a
 # pid file so that the exit trap stops whichever one is running. Screenshots
 # land in ui/test-output/; with JOBCAST_UPDATE_SCREENSHOTS=1 the ones shown in
@@ -26,13 +27,14 @@ out_dir="$ui_dir/test-output"
 rm -rf "$out_dir"
 mkdir -p "$out_dir"
 
-if [[ ! -x /usr/bin/chromium ]]; then
-  echo "installing chromium…"
+# openssl makes the self-signed certificate of the HTTP/2 test.
+if [[ ! -x /usr/bin/chromium ]] || ! command -v openssl >/dev/null; then
+  echo "installing chromium and openssl…"
   export DEBIAN_FRONTEND=noninteractive
   apt_get=(apt-get)
   [[ $(id -u) -eq 0 ]] || apt_get=(sudo apt-get)
   "${apt_get[@]}" update -qq >/dev/null
-  "${apt_get[@]}" install -y -qq chromium >/dev/null
+  "${apt_get[@]}" install -y -qq chromium openssl >/dev/null
 fi
 
 (cd "$ui_dir" && npm ci --no-audit --no-fund --loglevel=error)

@@ -1,5 +1,5 @@
 //! A minimal HTTP/1.1 client and Server-Sent Events reader for the load
-//! generator.
+//! generator; its streams may also come over HTTP/2 ([`crate::http2`]).
 //!
 //! Written by hand because the load generator runs on one core against a
 //! server on another, and must read faster than the server writes: a
@@ -251,12 +251,22 @@ pub struct Event<'a> {
 
 /// An open SSE response.
 pub struct EventStream {
-    stream: TcpStream,
-    decoder: Decoder,
-    read_buffer: Box<[u8]>,
+    body: Body,
     /// Decoded body bytes not yet split into events.
     pending: Vec<u8>,
     finished: bool,
+}
+
+/// Where a stream's body comes from.
+enum Body {
+    /// A connection of its own.
+    Http1 {
+        stream: TcpStream,
+        decoder: Decoder,
+        read_buffer: Box<[u8]>,
+    },
+    /// One stream of a shared HTTP/2 connection.
+    Http2(h2::RecvStream),
 }
 
 /// What opening a stream answered.
@@ -303,12 +313,23 @@ impl EventStream {
             return Ok(Opened::Refused(Response { status, body }));
         }
         Ok(Opened::Stream(EventStream {
-            stream,
-            decoder,
-            read_buffer: vec![0u8; read_buffer].into_boxed_slice(),
+            body: Body::Http1 {
+                stream,
+                decoder,
+                read_buffer: vec![0u8; read_buffer].into_boxed_slice(),
+            },
             pending,
             finished,
         }))
+    }
+
+    /// A stream whose body is an HTTP/2 stream's data.
+    pub(crate) fn over_http2(body: h2::RecvStream, read_buffer: usize) -> EventStream {
+        EventStream {
+            body: Body::Http2(body),
+            pending: Vec::with_capacity(read_buffer),
+            finished: false,
+        }
     }
 
     /// Hands every complete event received so far to `on_event`, with the
@@ -321,21 +342,30 @@ impl EventStream {
         if self.finished {
             return Ok(false);
         }
-        let read = self.stream.read(&mut self.read_buffer).await?;
-        if read == 0 {
-            self.finished = true;
-        } else {
-            self.finished = self.decoder.feed(&self.read_buffer[..read], &mut self.pending);
-        }
+        self.finished = match &mut self.body {
+            Body::Http1 {
+                stream,
+                decoder,
+                read_buffer,
+            } => {
+                let read = stream.read(read_buffer).await?;
+                read == 0 || decoder.feed(&read_buffer[..read], &mut self.pending)
+            }
+            Body::Http2(body) => !crate::http2::read_data(body, &mut self.pending).await?,
+        };
         let now = now_micros();
         self.split_events(&mut on_event, now);
         Ok(!self.finished)
     }
 
     /// The connection alone, without the buffers: for keeping a finished
-    /// response's connection open, as an HTTP/1.1 client with keep-alive does.
-    pub fn into_connection(self) -> TcpStream {
-        self.stream
+    /// response's connection open, as an HTTP/1.1 client with keep-alive
+    /// does. None over HTTP/2, whose connections stay open anyway.
+    pub fn into_connection(self) -> Option<TcpStream> {
+        match self.body {
+            Body::Http1 { stream, .. } => Some(stream),
+            Body::Http2(_) => None,
+        }
     }
 
     fn split_events(&mut self, on_event: &mut impl FnMut(Event<'_>, i64), now: i64) {

@@ -9,6 +9,8 @@
 //!   load generator, so that one client core can keep up with one server
 //!   core (a general-purpose client spends more per event than the server
 //!   under test).
+//! - [`http2`]: the same streams over a few HTTP/2 connections (h2c), to
+//!   compare with HTTP/1.1's connection per stream.
 //! - [`procfs`]: server CPU time and memory from `/proc`, and pinning.
 //! - [`server`]: starts and stops the server under test, pinned to a core.
 //! - [`scenarios`]: fan-out, many jobs, idle, churn; each run yields a
@@ -21,6 +23,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod http2;
 pub mod plot;
 pub mod procfs;
 pub mod report;

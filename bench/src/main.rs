@@ -49,6 +49,10 @@ struct Global {
     /// Connections set up at once.
     #[arg(long, default_value_t = 256, global = true)]
     connect_concurrency: usize,
+    /// Open the streams over this many HTTP/2 connections with prior
+    /// knowledge (h2c; jobcast only) instead of one HTTP/1.1 connection each.
+    #[arg(long, global = true)]
+    http2_connections: Option<usize>,
     /// Append every run's JSON line to this file too.
     #[arg(long, global = true)]
     json_out: Option<PathBuf>,
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
         jobcast_args: global.jobcast_args.clone(),
         common: Common {
             connect_concurrency: global.connect_concurrency,
+            http2_connections: global.http2_connections,
             ..Common::default()
         },
         json_out: global.json_out.clone(),

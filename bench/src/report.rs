@@ -21,6 +21,9 @@ pub struct RunReport {
     pub publish_interval_ms: Option<u64>,
     /// Each stream's `?min_interval_ms=`, when the run asked for pacing.
     pub min_interval_ms: Option<u64>,
+    /// The HTTP/2 connections (h2c) the streams shared; none: HTTP/1.1,
+    /// one connection per stream.
+    pub http2_connections: Option<usize>,
     pub seconds: Option<f64>,
     /// Streams opened (answered 200).
     pub streams: u64,

@@ -27,6 +27,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::client::{self, Endpoint, EventStream, Opened};
+use crate::http2::Http2Connections;
 use crate::procfs;
 use crate::report::RunReport;
 use crate::server::{Server, Target};
@@ -39,6 +40,9 @@ pub struct Common {
     pub connect_concurrency: usize,
     /// Read buffer per stream, in bytes.
     pub read_buffer: usize,
+    /// Streams over this many HTTP/2 connections (h2c) instead of one
+    /// HTTP/1.1 connection each.
+    pub http2_connections: Option<usize>,
 }
 
 impl Default for Common {
@@ -46,6 +50,7 @@ impl Default for Common {
         Common {
             connect_concurrency: 256,
             read_buffer: 8 * 1024,
+            http2_connections: None,
         }
     }
 }
@@ -100,6 +105,8 @@ impl Stats {
 /// A run's shared state.
 struct Run {
     endpoint: Endpoint,
+    /// The HTTP/2 connections streams share, when the run asked for them.
+    http2: Option<Http2Connections>,
     common: Common,
     stats: RefCell<Stats>,
     /// Streams that have their first event.
@@ -118,6 +125,9 @@ struct Run {
 impl Run {
     fn new(endpoint: Endpoint, common: Common) -> Rc<Self> {
         Rc::new(Run {
+            http2: common
+                .http2_connections
+                .map(|count| Http2Connections::new(endpoint.clone(), count)),
             endpoint,
             connect_gate: Semaphore::new(common.connect_concurrency.max(1)),
             common,
@@ -189,14 +199,23 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
         let index = run.next_connection.get();
         run.next_connection.set(index + 1);
         let _permit = run.connect_gate.acquire().await.expect("the gate is never closed");
-        let opened = EventStream::open(
-            &run.endpoint,
-            index,
-            &how.path,
-            how.last_event_id,
-            run.common.read_buffer,
-        )
-        .await;
+        let opened = match &run.http2 {
+            Some(connections) => {
+                connections
+                    .open(index, &how.path, how.last_event_id, run.common.read_buffer)
+                    .await
+            }
+            None => {
+                EventStream::open(
+                    &run.endpoint,
+                    index,
+                    &how.path,
+                    how.last_event_id,
+                    run.common.read_buffer,
+                )
+                .await
+            }
+        };
         attempts += 1;
         // A connection refused or reset while connecting (a full accept
         // queue, a port still in TIME_WAIT) is tried again, from another
@@ -313,7 +332,7 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
         }
     }
     if ended && how.keep_connection {
-        seen.connection = Some(stream.into_connection());
+        seen.connection = stream.into_connection();
     }
     if how.job_stream && terminals > 0 {
         // Counted only for streams that meant to read to the end.

@@ -77,6 +77,10 @@ pub struct Environment {
 /// prints the run's JSON line (stdout) and table row (stderr).
 pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunReport {
     let mut jobcast_args = plan.jobcast_args();
+    if env.common.http2_connections.is_some() {
+        // The load generator spreads the streams evenly; let any number share one.
+        jobcast_args.extend(["--http2-max-streams".to_owned(), u32::MAX.to_string()]);
+    }
     jobcast_args.extend(env.jobcast_args.iter().cloned());
     let launch = Launch {
         target,
@@ -107,6 +111,10 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
     };
     if let Plan::Fanout(_, Some(ms)) = plan {
         report.publish_interval_ms = Some(*ms);
+    }
+    if let Some(count) = env.common.http2_connections {
+        report.http2_connections = Some(count);
+        report.label.push_str(&format!("-h2c{count}"));
     }
     println!("{}", report.json_line());
     eprintln!("{}", report::table_row(&report));

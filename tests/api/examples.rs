@@ -11,9 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::helpers::{id_of, test_config, TestApp, WAIT};
-
-const BIN: &str = env!("CARGO_BIN_EXE_jobcast");
+use crate::helpers::{id_of, jobcast_exit, test_config, TestApp, BIN, WAIT};
 
 /// The server as the binary runs it, with the example kinds file.
 async fn start() -> TestApp {
@@ -146,26 +144,6 @@ async fn the_example_kinds_are_listed_with_valid_examples() {
             .await
             .unwrap();
     }
-}
-
-/// Starts the binary with `args` and `env`; waits for it to exit.
-async fn jobcast_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let output = tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("JOBCAST_LISTEN", "127.0.0.1:0")
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("jobcast exits")
-    .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]

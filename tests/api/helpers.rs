@@ -1,24 +1,31 @@
 //! What more than one test file needs: one `TestApp` per test (a real
-//! jobcast server on an ephemeral port and a real HTTP client), the one
-//! event-stream reader, the one problem+json check, the shape of the job
-//! resource, and the jobs the tests run.
+//! jobcast server on an ephemeral port and a real HTTP client speaking the
+//! chosen protocol), the one event-stream reader, the one problem+json
+//! check, the shape of the job resource, and the jobs the tests run.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobcast::{App, Config, JobContext, JobError, Kind, StageSpec};
+use jobcast::{App, Config, JobContext, JobError, Kind, StageSpec, Transport};
 use reqwest::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::process::Command;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `jobcast` binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_jobcast");
 
 /// A well-formed job id that names no job.
 pub const UNKNOWN_ID: &str = "0193a8f2-6c1e-7c3a-9d2b-5f0e4a1b2c3d";
@@ -30,6 +37,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub server: Option<JoinHandle<std::io::Result<()>>>,
+    /// What `client` speaks.
+    pub protocol: Protocol,
+    /// The server's certificate, when it speaks TLS.
+    pub cert: Option<TestCert>,
 }
 
 /// The defaults, on an ephemeral port, with quiet logs.
@@ -49,19 +60,68 @@ impl TestApp {
         Self::spawn_with_kinds(config, Vec::new()).await
     }
 
-    /// A server running the demo kind and `kinds` besides.
+    /// A server running the demo kind and `kinds` besides, and a client
+    /// speaking the suite's protocol ([`Protocol::of_suite`]) to it.
     pub async fn spawn_with_kinds(config: Config, kinds: Vec<Kind>) -> TestApp {
+        Self::spawn_over(Protocol::of_suite(), config, kinds).await
+    }
+
+    /// A server running the demo kind and `kinds` besides, and a client
+    /// speaking `protocol` to it.
+    pub async fn spawn_over(protocol: Protocol, config: Config, kinds: Vec<Kind>) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
+        let mut app = TestApp::new(protocol, &listener, shutdown.clone());
+        let config = app.configure(config);
+        let transport = Transport::from_config(&config).expect("the test certificate is usable");
         let kinds = std::iter::once(jobcast::kinds::demo::kind()).chain(kinds);
-        let app = App::new(&config, kinds, shutdown.clone());
-        let server = tokio::spawn(jobcast::serve(listener, app, shutdown.clone()));
+        let service = App::new(&config, kinds, shutdown.clone());
+        app.server = Some(tokio::spawn(jobcast::serve_with(
+            listener, service, transport, shutdown,
+        )));
+        app
+    }
+
+    /// A client speaking `protocol` to the server that will listen on
+    /// `listener`, with a certificate made for it if `protocol` needs TLS.
+    fn new(protocol: Protocol, listener: &TcpListener, shutdown: CancellationToken) -> TestApp {
+        let addr = listener.local_addr().unwrap();
+        let cert = protocol.is_tls().then(TestCert::new);
+        let mut client = reqwest::Client::builder();
+        if let Some(cert) = &cert {
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap());
+        }
+        client = match protocol {
+            Protocol::Http1 | Protocol::Http1Tls => client.http1_only(),
+            Protocol::Http2Tls | Protocol::Http2Prior => client.http2_prior_knowledge(),
+        };
+        let scheme = if protocol.is_tls() { "https" } else { "http" };
         TestApp {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder().build().unwrap(),
+            base: format!("{scheme}://{addr}"),
+            client: client.build().unwrap(),
             shutdown,
-            server: Some(server),
+            server: None,
+            protocol,
+            cert,
+        }
+    }
+
+    /// `config`, with this app's certificate if it has one. Over HTTP/2,
+    /// the client's one connection may carry any number of streams (unless
+    /// the test chose a limit): each stream of a test written for HTTP/1.1
+    /// had a connection of its own, and the limits under test (such as
+    /// `--max-streams`) must be what refuses a stream, not the client
+    /// queueing it.
+    fn configure(&self, config: Config) -> Config {
+        let http2_max_streams = match self.protocol.version() {
+            reqwest::Version::HTTP_2 if config.http2_max_streams == Config::default().http2_max_streams => u32::MAX,
+            _ => config.http2_max_streams,
+        };
+        Config {
+            tls_cert: self.cert.as_ref().map(|cert| cert.cert.clone()),
+            tls_key: self.cert.as_ref().map(|cert| cert.key.clone()),
+            http2_max_streams,
+            ..config
         }
     }
 
@@ -74,18 +134,17 @@ impl TestApp {
     }
 
     /// A server started as the binary starts it (`jobcast::run`): the demo
-    /// kind, and the kinds file that `config` names.
+    /// kind, and the kinds file that `config` names. Plain HTTP/1.1 whatever
+    /// the suite's protocol: its tests run other programs against it (the
+    /// example worker, `jobcast submit`), which would not trust the test
+    /// certificate.
     pub async fn run(config: Config) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(jobcast::run(listener, config, shutdown.clone()));
-        TestApp {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder().build().unwrap(),
-            shutdown,
-            server: Some(server),
-        }
+        let mut app = TestApp::new(Protocol::Http1, &listener, shutdown.clone());
+        let config = app.configure(config);
+        app.server = Some(tokio::spawn(jobcast::run(listener, config, shutdown)));
+        app
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -239,6 +298,144 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// How the tests' client speaks to the server.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Protocol {
+    /// Plain HTTP/1.1.
+    Http1,
+    /// HTTPS, HTTP/1.1 chosen by ALPN.
+    Http1Tls,
+    /// HTTPS, HTTP/2 chosen by ALPN: what browsers speak.
+    Http2Tls,
+    /// Plain HTTP/2 with prior knowledge (h2c), as a proxy may speak it.
+    Http2Prior,
+}
+
+/// The variable that chooses the protocol of the whole suite.
+pub const PROTOCOL_VARIABLE: &str = "API_TEST_PROTOCOL";
+
+impl Protocol {
+    /// The protocol the suite's tests speak unless they choose one:
+    /// `API_TEST_PROTOCOL` is `http1` (the default), `http1-tls`, `h2` (over
+    /// TLS, as browsers speak it) or `h2c` (prior knowledge). CI runs the
+    /// suite once with each of `http1`, `h2` and `h2c`.
+    pub fn of_suite() -> Protocol {
+        match std::env::var(PROTOCOL_VARIABLE).as_deref() {
+            Err(_) | Ok("" | "http1") => Protocol::Http1,
+            Ok("http1-tls") => Protocol::Http1Tls,
+            Ok("h2") => Protocol::Http2Tls,
+            Ok("h2c") => Protocol::Http2Prior,
+            Ok(other) => panic!("{PROTOCOL_VARIABLE}={other}: not http1, http1-tls, h2 or h2c"),
+        }
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Http1Tls | Protocol::Http2Tls)
+    }
+
+    /// The HTTP version of this protocol's responses.
+    pub fn version(self) -> reqwest::Version {
+        match self {
+            Protocol::Http1 | Protocol::Http1Tls => reqwest::Version::HTTP_11,
+            Protocol::Http2Tls | Protocol::Http2Prior => reqwest::Version::HTTP_2,
+        }
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and `localhost`, as PEM files
+/// in a directory of its own, removed when dropped.
+pub struct TestCert {
+    dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificate, for clients to trust.
+    pub pem: String,
+}
+
+impl TestCert {
+    pub fn new() -> TestCert {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "jobcast-tls-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let pem = made.cert.pem();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &pem).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        TestCert { dir, cert, key, pem }
+    }
+
+    /// A file of this certificate's directory, for variants of it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What an HTTP/2 client with prior knowledge sends first: the preface and
+/// an empty SETTINGS frame.
+pub fn http2_opening() -> Vec<u8> {
+    [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        &[0, 0, 0, HTTP2_SETTINGS, 0, 0, 0, 0, 0],
+    ]
+    .concat()
+}
+
+/// HTTP/2 frame types.
+pub const HTTP2_SETTINGS: u8 = 4;
+pub const HTTP2_GOAWAY: u8 = 7;
+
+/// One HTTP/2 frame, as read from a raw connection.
+pub struct Http2Frame {
+    pub kind: u8,
+    pub payload: Vec<u8>,
+}
+
+/// The whole HTTP/2 frames at the start of `bytes` (what a server sent).
+pub fn http2_frames(mut bytes: &[u8]) -> Vec<Http2Frame> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        let Some(payload) = bytes.get(9..9 + length) else { break };
+        frames.push(Http2Frame {
+            kind: bytes[3],
+            payload: payload.to_vec(),
+        });
+        bytes = &bytes[9 + length..];
+    }
+    frames
+}
+
+/// Starts the binary with `args` and `env`; waits for it to exit.
+pub async fn jobcast_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("JOBCAST_LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("jobcast exits")
+    .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Sends a request; a server that does not answer in WAIT fails the test.

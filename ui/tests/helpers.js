@@ -132,16 +132,20 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ------------------------------------------------------------------ the server process
 
+/** Whether something accepts a connection at host:port now. */
+function acceptsConnections(host, port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  });
+}
+
 /** Resolves once nothing accepts connections at host:port. */
 async function waitForPortClosed(host, port, timeoutMs = 15000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const open = await new Promise((resolve) => {
-      const socket = net.connect({ host, port });
-      socket.once('connect', () => { socket.destroy(); resolve(true); });
-      socket.once('error', () => resolve(false));
-    });
-    if (!open) return;
+    if (!(await acceptsConnections(host, port))) return;
     await sleep(50);
   }
   throw new Error(`${host}:${port} still accepts connections`);
@@ -187,5 +191,5 @@ async function startServer() {
 module.exports = {
   BASE_URL, OUTPUT_DIR, launchBrowser, maybeServeUiFromDisk, api, createJob, waitForJobEnd,
   openDashboard, startFromForm, card, cardText, waitForBadge, screenshot, sleep,
-  canRestartServer, stopServer, startServer,
+  canRestartServer, stopServer, startServer, acceptsConnections,
 };

@@ -43,7 +43,7 @@ pub enum KeyError {
 }
 
 impl IdempotencyKey {
-    /// `key` as sent by `owner`: 1 to [`MAX_KEY_LENGTH`] characters.
+    /// `key` as sent by `owner`: 1 to `MAX_KEY_LENGTH` characters.
     pub fn new(owner: Option<String>, key: &str) -> Result<Self, KeyError> {
         match key.chars().count() {
             0 => Err(KeyError::Empty),
