@@ -62,7 +62,7 @@ async fn count_primes(ctx: JobContext, params: CountPrimes) -> Result<Value, Job
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::default();
     jobcast::telemetry::init(&config.log, config.log_format);
     let shutdown = CancellationToken::new();
@@ -77,7 +77,7 @@ async fn main() -> std::io::Result<()> {
             "properties": { "below": { "type": "integer", "minimum": 0, "maximum": 50_000_000 } }
         }))
         .example(json!({ "below": 1_000_000 }));
-    let jobs = App::new(&config, [jobcast::kinds::demo::kind(), primes], shutdown.clone());
+    let jobs = App::new(&config, [jobcast::kinds::demo::kind(), primes], shutdown.clone()).await?;
 
     // jobcast's routes beside the app's own.
     let app = Router::new()
@@ -91,5 +91,6 @@ async fn main() -> std::io::Result<()> {
             shutdown.cancelled().await;
             jobs.drain().await;
         })
-        .await
+        .await?;
+    Ok(())
 }

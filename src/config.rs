@@ -1,8 +1,10 @@
 //! The server's settings: one typed struct, read from flags and `JOBCAST_*`
 //! environment variables, with the defaults of CONTRACT.md.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
@@ -40,6 +42,56 @@ pub(crate) fn optional_duration<'de, D: serde::Deserializer<'de>>(
     duration(deserializer).map(Some)
 }
 
+/// Where jobs live: the `--store` setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// An embedded SQLite database file: one process, survives restarts.
+    Sqlite(PathBuf),
+    /// Nothing outlives the process (tests, throwaway runs).
+    Memory,
+}
+
+/// The text is not a store this server can use.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreChoiceError {
+    #[error("{0:?} is not a store: use sqlite:PATH or memory")]
+    Unknown(String),
+    #[error("sqlite: needs a path, as in sqlite:jobcast.db")]
+    NoPath,
+    #[error("{0:?}: several instances on Redis are not supported yet; use sqlite:PATH or memory")]
+    Redis(String),
+}
+
+impl FromStr for StoreChoice {
+    type Err = StoreChoiceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text == "memory" {
+            return Ok(StoreChoice::Memory);
+        }
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(StoreChoiceError::NoPath);
+            }
+            return Ok(StoreChoice::Sqlite(PathBuf::from(path)));
+        }
+        if text.starts_with("redis://") || text.starts_with("rediss://") {
+            return Err(StoreChoiceError::Redis(text.to_owned()));
+        }
+        Err(StoreChoiceError::Unknown(text.to_owned()))
+    }
+}
+
+impl fmt::Display for StoreChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreChoice::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreChoice::Memory => f.write_str("memory"),
+        }
+    }
+}
+
 /// jobcast: runs long jobs and streams their progress over Server-Sent Events.
 #[derive(Clone, Debug, Parser, PartialEq)]
 #[command(name = "jobcast", version, about, long_about = None)]
@@ -47,6 +99,11 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "JOBCAST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Where jobs live: `sqlite:PATH` (a database file that survives
+    /// restarts) or `memory` (nothing outlives the process).
+    #[arg(long, env = "JOBCAST_STORE", default_value = "sqlite:jobcast.db")]
+    pub store: StoreChoice,
 
     /// Jobs running at once; more wait `queued`, first in first out.
     #[arg(long, env = "JOBCAST_MAX_RUNNING", default_value_t = 64)]
@@ -131,6 +188,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: StoreChoice::Sqlite(PathBuf::from("jobcast.db")),
             max_running: 64,
             max_queued: 10_000,
             max_streams: 20_000,
@@ -163,6 +221,19 @@ mod tests {
         if std::env::vars().all(|(name, _)| !name.starts_with("JOBCAST_")) {
             assert_eq!(from_flags, Config::default());
         }
+    }
+
+    #[test]
+    fn stores_are_named_as_the_contract_names_them() {
+        let store = |text: &str| text.parse::<StoreChoice>();
+        assert_eq!(
+            store("sqlite:/var/lib/jobcast.db").unwrap(),
+            StoreChoice::Sqlite(PathBuf::from("/var/lib/jobcast.db"))
+        );
+        assert_eq!(store("memory").unwrap(), StoreChoice::Memory);
+        assert!(store("sqlite:").is_err());
+        assert!(store("redis://127.0.0.1:6379").unwrap_err().to_string().contains("not supported yet"));
+        assert!(store("postgres://x").is_err());
     }
 
     #[test]

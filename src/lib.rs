@@ -48,11 +48,13 @@
 //!     Ok(json!("done"))
 //! }
 //!
-//! # async fn example() -> std::io::Result<()> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let shutdown = CancellationToken::new();
-//! let app = App::new(&Config::default(), [jobcast::kinds::demo::kind(), Kind::new("hello", hello)], shutdown.clone());
+//! let kinds = [jobcast::kinds::demo::kind(), Kind::new("hello", hello)];
+//! let app = App::new(&Config::default(), kinds, shutdown.clone()).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! jobcast::serve(listener, app, shutdown).await
+//! jobcast::serve(listener, app, shutdown).await?;
+//! # Ok(())
 //! # }
 //! ```
 
@@ -83,12 +85,29 @@ pub use jobs::model::StageSpec;
 pub use jobs::{JobError, JobId, JobStatus};
 pub use server::{TlsError, Transport};
 
+use config::StoreChoice;
 use jobs::registry::{EngineSettings, Registry};
 use store::memory::MemoryStore;
+use store::sqlite::SqliteStore;
+use store::Store;
 
 /// How long connections may take to close after every job and stream has
 /// ended at shutdown, before the server stops regardless.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the store {store}: {source}")]
+    Store {
+        store: StoreChoice,
+        source: store::sqlite::OpenError,
+    },
+    #[error("{0}")]
+    KindsFile(#[from] kinds::file::KindsFileError),
+    #[error("{0}")]
+    Transport(#[from] TlsError),
+}
 
 /// A jobcast service: the job engine and the state its HTTP API needs.
 #[derive(Clone)]
@@ -98,11 +117,23 @@ pub struct App {
 
 impl App {
     /// A service running `kinds`, configured by `config`; it ends every job
-    /// when `shutdown` is cancelled.
-    pub fn new(config: &Config, kinds: impl IntoIterator<Item = Kind>, shutdown: CancellationToken) -> Self {
+    /// when `shutdown` is cancelled. Opens the store `config` names and
+    /// takes over the jobs an earlier run left in it.
+    pub async fn new(
+        config: &Config,
+        kinds: impl IntoIterator<Item = Kind>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreChoice::Memory => Arc::new(MemoryStore::new()),
+            StoreChoice::Sqlite(path) => Arc::new(SqliteStore::open(path).map_err(|source| StartError::Store {
+                store: config.store.clone(),
+                source,
+            })?),
+        };
         let metrics = Arc::new(metrics::Metrics::new());
         let registry = Registry::new(
-            Arc::new(MemoryStore::new()),
+            store,
             kinds,
             EngineSettings {
                 max_running: config.max_running,
@@ -115,9 +146,10 @@ impl App {
             metrics.clone(),
             shutdown,
         );
-        App {
+        registry.recover().await;
+        Ok(App {
             state: AppState::new(registry, metrics, config),
-        }
+        })
     }
 
     /// Every endpoint, as an axum `Router` to serve or merge.
@@ -148,6 +180,8 @@ pub async fn serve_with(
     transport: Transport,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let scheme = if transport.is_tls() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "jobcast listening");
     let listener = listener.tap_io(|tcp| {
         // Progress events are small and latency matters more than packing.
         if let Err(error) = tcp.set_nodelay(true) {
@@ -173,23 +207,25 @@ pub async fn serve_with(
     }
 }
 
-/// Runs the server with the built-in kinds and those of the kinds file, if
-/// the config names one, over the transport the config asks for: what the
-/// `jobcast` binary does.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
-    let transport = Transport::from_config(&config)
-        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+/// The service the `jobcast` binary runs: the built-in kinds and those of
+/// the kinds file, if the config names one, over the store it names.
+pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, StartError> {
     let mut kinds = vec![kinds::demo::kind()];
     if let Some(path) = &config.kinds_file {
         let settings = kinds::file::FileSettings::for_cancel_grace(config.cancel_grace);
-        let from_file = kinds::file::load(path, &settings)
-            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+        let from_file = kinds::file::load(path, &settings)?;
         tracing::info!(path = %path.display(), kinds = from_file.len(), "kinds file read");
         kinds.extend(from_file);
     }
-    let app = App::new(&config, kinds, shutdown.clone());
-    let scheme = if transport.is_tls() { "https" } else { "http" };
-    tracing::info!(address = %listener.local_addr()?, scheme, "jobcast listening");
+    App::new(config, kinds, shutdown).await
+}
+
+/// [`start`], then [`serve_with`] on `listener` over the transport the
+/// config asks for: the binary in one call.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    let invalid = |error: StartError| std::io::Error::new(std::io::ErrorKind::InvalidInput, error);
+    let transport = Transport::from_config(&config).map_err(|error| invalid(error.into()))?;
+    let app = start(&config, shutdown.clone()).await.map_err(invalid)?;
     serve_with(listener, app, transport, shutdown).await
 }
 

@@ -1,5 +1,5 @@
 //! The `jobcast` binary: parse the command line; run a client command, or
-//! start logging, bind and hand over to the server.
+//! start logging, open the store, bind and hand over to the server.
 
 use std::process::ExitCode;
 
@@ -17,20 +17,26 @@ async fn main() -> ExitCode {
 
 async fn serve(config: jobcast::Config) -> ExitCode {
     jobcast::telemetry::init(&config.log, config.log_format);
-    let listener = match TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("jobcast: cannot listen on {}: {error}", config.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(jobcast::cancel_on_signal(shutdown.clone()));
-    match jobcast::run(listener, config, shutdown).await {
+    match start_and_serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("jobcast: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Everything that can stop the server at start comes before the bind, so
+/// a port that answers is a server whose store is open.
+async fn start_and_serve(config: jobcast::Config) -> Result<(), Box<dyn std::error::Error>> {
+    let transport = jobcast::Transport::from_config(&config)?;
+    let shutdown = CancellationToken::new();
+    let app = jobcast::start(&config, shutdown.clone()).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+    tracing::info!(store = %config.store, "jobs kept in the store");
+    tokio::spawn(jobcast::cancel_on_signal(shutdown.clone()));
+    jobcast::serve_with(listener, app, transport, shutdown).await?;
+    Ok(())
 }

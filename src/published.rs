@@ -35,6 +35,11 @@ pub struct NewState {
     pub status: JobStatus,
     /// The job's own sequence number: the id of per-job stream events.
     pub seq: u64,
+    /// The `seq` of the stored state this one follows (0 for a new job): what
+    /// the store's compare-and-set checks. One below `seq`, except for the
+    /// state that ends a job interrupted by a restart, which jumps past any
+    /// `seq` a client may have seen.
+    pub follows: u64,
     /// The job resource as JSON.
     pub json: Bytes,
     /// The SSE frame for the job's own stream (`id:` is `seq`).
@@ -42,6 +47,7 @@ pub struct NewState {
 }
 
 impl NewState {
+    /// The state after `seq - 1`.
     pub fn new(job_id: JobId, kind: Arc<str>, labels: Arc<Labels>, status: JobStatus, seq: u64, json: Bytes) -> Self {
         NewState {
             job_frame: encode_frame(live_event_name(status), seq, &json),
@@ -50,8 +56,14 @@ impl NewState {
             labels,
             status,
             seq,
+            follows: seq.saturating_sub(1),
             json,
         }
+    }
+
+    /// The same state, following the stored state `follows` instead.
+    pub fn following(self, follows: u64) -> Self {
+        NewState { follows, ..self }
     }
 }
 

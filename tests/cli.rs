@@ -41,6 +41,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            store: jobcast::config::StoreChoice::Memory,
             ..Config::default()
         };
         let gate = Arc::new(Semaphore::new(0));
@@ -54,7 +55,9 @@ impl Server {
                 }
             })
         };
-        let app = App::new(&config, [jobcast::kinds::demo::kind(), gated], shutdown.clone());
+        let app = App::new(&config, [jobcast::kinds::demo::kind(), gated], shutdown.clone())
+            .await
+            .expect("the service starts");
         tokio::spawn(jobcast::serve(listener, app, shutdown.clone()));
         Server {
             base,

@@ -104,6 +104,24 @@ impl Publisher {
         (Arc::new(publisher), commit)
     }
 
+    /// A publisher for a job whose latest state the store already holds
+    /// (a queued job restored after a restart): nothing is published now.
+    pub fn resume(model: JobModel, store: &Arc<dyn Store>, interval: Duration, metrics: Arc<Metrics>) -> Arc<Publisher> {
+        Arc::new(Publisher {
+            id: model.id(),
+            store: store.clone(),
+            interval,
+            metrics,
+            draft: Mutex::new(Draft {
+                model,
+                deferred_until: None,
+                last_publish: Instant::now(),
+                last_len: 0,
+            }),
+            deferred: Notify::new(),
+        })
+    }
+
     pub fn id(&self) -> JobId {
         self.id
     }

@@ -66,22 +66,119 @@ impl Default for MemoryStore {
     }
 }
 
+/// What an earlier run of the server left, for a durable store to start
+/// from: its jobs' latest states and its event-id history.
+pub(crate) struct History {
+    /// The first event id the store ever issued.
+    pub(crate) first_event_id: u64,
+    /// Above every event id issued before.
+    pub(crate) next_event_id: u64,
+    /// The highest event id of any removed job.
+    pub(crate) horizon: u64,
+    /// Each job's latest state with its event id (0: not known, which
+    /// gives it a new one).
+    pub(crate) jobs: Vec<(NewState, u64)>,
+}
+
+/// Event ids start from the start time in microseconds, so that they grow
+/// across restarts.
+fn event_ids_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_micros() as u64)
+        .unwrap_or(1)
+        .max(1)
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
-        let first_event_id = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|since| since.as_micros() as u64)
-            .unwrap_or(1)
-            .max(1);
+        let first_event_id = event_ids_now();
+        Self::with_hub(Hub {
+            next_event_id: first_event_id,
+            first_event_id,
+            horizon: 0,
+            sender: broadcast::channel(ALL_CHANNEL_CAPACITY).0,
+            latest: BTreeMap::new(),
+        })
+    }
+
+    fn with_hub(hub: Hub) -> Self {
         MemoryStore {
             slots: RwLock::new(HashMap::new()),
-            hub: Mutex::new(Hub {
-                next_event_id: first_event_id,
-                first_event_id,
-                horizon: 0,
-                sender: broadcast::channel(ALL_CHANNEL_CAPACITY).0,
-                latest: BTreeMap::new(),
-            }),
+            hub: Mutex::new(hub),
+        }
+    }
+
+    /// A store holding what an earlier run left. Jobs whose event id is
+    /// not known get new ones, above every earlier id, in id order; the
+    /// answer lists them with the ids they got.
+    pub(crate) fn restored(history: History) -> (Self, Vec<Arc<Published>>) {
+        let store = Self::with_hub(Hub {
+            next_event_id: history.next_event_id.max(event_ids_now()),
+            first_event_id: history.first_event_id,
+            horizon: history.horizon,
+            sender: broadcast::channel(ALL_CHANNEL_CAPACITY).0,
+            latest: BTreeMap::new(),
+        });
+        let mut renumbered = Vec::new();
+        {
+            let mut slots = write(&store.slots);
+            let mut hub = store.hub();
+            for (state, known_event_id) in history.jobs {
+                let event_id = match known_event_id {
+                    0 => {
+                        hub.next_event_id += 1;
+                        hub.next_event_id - 1
+                    }
+                    known => known,
+                };
+                let published = Arc::new(Published::stamp(state, event_id));
+                if known_event_id == 0 {
+                    renumbered.push(published.clone());
+                }
+                hub.latest.insert(published.job_id, published.clone());
+                let sender = (!published.status.is_terminal()).then(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0);
+                let slot = Slot {
+                    state: Mutex::new(SlotState {
+                        latest: published.clone(),
+                        sender,
+                    }),
+                };
+                slots.insert(published.job_id, Arc::new(slot));
+            }
+        }
+        (store, renumbered)
+    }
+
+    /// The first event id this store issued (or an earlier run of it).
+    pub(crate) fn first_event_id(&self) -> u64 {
+        self.hub().first_event_id
+    }
+
+    /// The highest event id of any removed job: what a durable store keeps
+    /// so that a resume point below it is not answered after a restart.
+    pub(crate) fn horizon(&self) -> u64 {
+        self.hub().horizon
+    }
+
+    /// Whether `state` would be accepted as its job's next state.
+    pub(crate) fn check_follows(&self, state: &NewState) -> Result<(), AppendError> {
+        let stored = self.slot(state.job_id).map(|slot| {
+            let latest = &lock(&slot.state).latest;
+            (latest.seq, latest.status.is_terminal())
+        });
+        let follows = match stored {
+            None => state.follows == 0,
+            Some((seq, terminal)) => !terminal && state.follows == seq,
+        };
+        if follows {
+            Ok(())
+        } else {
+            Err(AppendError::Conflict {
+                job_id: state.job_id,
+                seq: state.seq,
+                stored,
+            })
         }
     }
 
@@ -112,7 +209,7 @@ impl MemoryStore {
             seq: state.seq,
             stored,
         };
-        if state.seq != 1 {
+        if state.follows != 0 {
             return Err(conflict(None));
         }
         let mut slots = write(&self.slots);
@@ -144,7 +241,7 @@ impl MemoryStore {
         };
         let mut slot = lock(&slot.state);
         let (stored_seq, stored_terminal) = (slot.latest.seq, slot.latest.status.is_terminal());
-        if stored_terminal || state.seq != stored_seq + 1 {
+        if stored_terminal || state.follows != stored_seq {
             return Err(AppendError::Conflict {
                 job_id: state.job_id,
                 seq: state.seq,
@@ -163,8 +260,10 @@ impl MemoryStore {
         Ok(published)
     }
 
-    fn append_or_insert(&self, state: NewState) -> Result<Arc<Published>, AppendError> {
-        if state.seq == 1 {
+    /// Appends (or, for `seq` 1, inserts) a state and answers it as
+    /// published: for a store that keeps this one as its in-memory side.
+    pub(crate) fn publish(&self, state: NewState) -> Result<Arc<Published>, AppendError> {
+        if state.follows == 0 {
             self.insert(state)
         } else {
             self.append_next(state)
@@ -174,11 +273,11 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn append(&self, state: NewState) -> Result<(), AppendError> {
-        self.append_or_insert(state).map(drop)
+        self.publish(state).map(drop)
     }
 
     fn commit(&self, state: NewState) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
-        StoreFuture::ready(self.append_or_insert(state))
+        StoreFuture::ready(self.publish(state))
     }
 
     fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
@@ -248,6 +347,13 @@ impl Store for MemoryStore {
         if let Some(removed) = hub.latest.remove(&id) {
             hub.horizon = hub.horizon.max(removed.event_id);
         }
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        for slot in read(&self.slots).values() {
+            lock(&slot.state).sender = None;
+        }
+        StoreFuture::ready(())
     }
 
     fn census(&self) -> StoreFuture<'_, Census> {

@@ -17,6 +17,7 @@
 //! many subscribers) pays nothing for the backends that must wait.
 
 pub mod memory;
+pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -92,6 +93,9 @@ pub enum AppendError {
         /// store holds no such job.
         stored: Option<(u64, bool)>,
     },
+    /// The backend could not store it (a full disk, a lost connection).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A store's answer: ready at once (the memory store, which never
@@ -155,4 +159,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many jobs the store holds, by status.
     fn census(&self) -> StoreFuture<'_, Census>;
+
+    /// Whether jobs outlive the process: then a job still queued at
+    /// shutdown stays queued, to run after the restart.
+    fn durable(&self) -> bool {
+        false
+    }
+
+    /// At shutdown, once no job will change any more: ends every job's
+    /// subscriptions (a job still queued gets no terminal state now) and
+    /// resolves once everything appended is stored.
+    fn close(&self) -> StoreFuture<'_, ()>;
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobcast::config::StoreChoice;
 use jobcast::{App, Config, JobContext, JobError, Kind, StageSpec, Transport};
 use reqwest::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use serde_json::{json, Value};
@@ -47,6 +48,7 @@ pub struct TestApp {
 pub fn test_config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreChoice::Memory,
         ..Config::default()
     }
 }
@@ -75,7 +77,9 @@ impl TestApp {
         let config = app.configure(config);
         let transport = Transport::from_config(&config).expect("the test certificate is usable");
         let kinds = std::iter::once(jobcast::kinds::demo::kind()).chain(kinds);
-        let service = App::new(&config, kinds, shutdown.clone());
+        let service = App::new(&config, kinds, shutdown.clone())
+            .await
+            .expect("the service starts");
         app.server = Some(tokio::spawn(jobcast::serve_with(
             listener, service, transport, shutdown,
         )));

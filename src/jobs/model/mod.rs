@@ -147,6 +147,15 @@ impl JobModel {
         self
     }
 
+    /// A job that was queued when an earlier run of the server stopped,
+    /// with its last published `seq`: it stays queued, and its next publish
+    /// follows that `seq`.
+    pub fn restored_queued(id: JobId, kind: Arc<str>, params: Arc<Value>, created_at: DateTime<Utc>, seq: u64) -> Self {
+        let mut model = JobModel::new(id, kind, params, created_at);
+        model.seq = seq;
+        model
+    }
+
     pub fn id(&self) -> JobId {
         self.id
     }

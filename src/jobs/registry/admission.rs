@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::idempotency::{Asked, IdempotencyKey, KeyClaim, Lookup};
 use super::runner::Start;
 use super::{lock, JobControl, Registry};
-use crate::jobs::kind::{Prepared, PreparedJob};
+use crate::jobs::kind::{Kind, Prepared, PreparedJob};
 use crate::jobs::labels::Labels;
 use crate::jobs::model::JobModel;
 use crate::jobs::publish::Publisher;
@@ -148,13 +148,7 @@ impl Registry {
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),
         );
-        let control = JobControl {
-            publisher,
-            cancel: self.inner.shutdown.child_token(),
-            ended: CancellationToken::new(),
-            queued: Arc::new(AtomicBool::new(true)),
-            stopped: CancellationToken::new(),
-        };
+        let control = self.control_for(publisher);
         // Tracked before its first state is visible, so that a cancel
         // arriving at once finds its control.
         self.controls().insert(id, control.clone());
@@ -167,6 +161,30 @@ impl Registry {
             }
         };
         self.inner.metrics.jobs_created.inc();
+        let worker_token = self.launch(kind, prepared, control);
+        tracing::info!(job_id = %id, kind = %kind.name(), "job created");
+        Ok(Created {
+            job,
+            worker_token,
+            replayed: false,
+        })
+    }
+
+    /// A queued job's handles, around its publisher.
+    pub(super) fn control_for(&self, publisher: Arc<Publisher>) -> JobControl {
+        JobControl {
+            publisher,
+            cancel: self.inner.shutdown.child_token(),
+            ended: CancellationToken::new(),
+            queued: Arc::new(AtomicBool::new(true)),
+            stopped: CancellationToken::new(),
+        }
+    }
+
+    /// Hands a queued job whose state is stored to its task; answers the
+    /// worker token of a job of an external kind.
+    pub(super) fn launch(&self, kind: &Kind, prepared: Prepared, control: JobControl) -> Option<WorkerToken> {
+        let id = control.publisher.id();
         let (start, work, worker_token) = match prepared {
             Prepared::InProcess(work) => (Start::RunningSlot, work, None),
             Prepared::External(settings) => {
@@ -184,11 +202,6 @@ impl Registry {
         self.inner
             .tracker
             .spawn(self.clone().run(start, work, control).instrument(span));
-        tracing::info!(job_id = %id, kind = %kind.name(), "job created");
-        Ok(Created {
-            job,
-            worker_token,
-            replayed: false,
-        })
+        worker_token
     }
 }

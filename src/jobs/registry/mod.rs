@@ -19,11 +19,13 @@
 //! - `cancel.rs`: cancel requests and the grace period;
 //! - `retention.rs`: forgetting ended jobs;
 //! - `retry.rs`: running a failed or cancelled job again, as a new job;
+//! - `recovery.rs`: taking over what an earlier run left in a durable store;
 //! - `worker_calls.rs`: relaying external workers' calls to their jobs.
 
 mod admission;
 mod cancel;
 mod idempotency;
+mod recovery;
 mod retention;
 mod retry;
 mod runner;
@@ -226,13 +228,15 @@ impl Registry {
             control.leave_queue(&self.inner.queued);
             control.ended.cancel();
         }
-        self.retain_ended(id);
+        self.retain_ended_since(id, Instant::now());
     }
 
-    /// Waits until every job has ended and every task has finished. Call
+    /// Waits until every job has ended (or, with a durable store, stays
+    /// queued) and every task has finished, then closes the store. Call
     /// after cancelling the shutdown token.
     pub async fn wait_for_jobs(&self) {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        self.inner.store.close().await;
     }
 }

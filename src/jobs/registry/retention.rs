@@ -10,15 +10,16 @@ use super::{lock, Registry};
 use crate::jobs::JobId;
 
 impl Registry {
-    /// Starts the retention of a job that just ended.
-    pub(super) fn retain_ended(&self, id: JobId) {
+    /// Starts the retention of a job that ended at `ended_at`, no earlier
+    /// than any job whose retention started before.
+    pub(super) fn retain_ended_since(&self, id: JobId, ended_at: Instant) {
         let mut ended = lock(&self.inner.ended);
         // The reaper sleeps until the oldest ended job expires, so it needs
         // waking only when this job is the oldest. Waking it for every job
         // would also cost each job's watchers: the wake would take their
         // place as the task the runtime polls next.
         let reaper_idle = ended.is_empty();
-        ended.push_back((Instant::now(), id));
+        ended.push_back((ended_at, id));
         self.evict(&mut ended, Instant::now());
         drop(ended);
         if reaper_idle {

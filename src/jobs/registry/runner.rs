@@ -62,7 +62,11 @@ impl Registry {
         let slot = tokio::select! {
             biased;
             _ = self.inner.shutdown.cancelled() => {
-                self.finish(&control, Outcome::Failed(shutdown_error())).await;
+                // A durable store keeps a queued job queued, to run after
+                // the restart; otherwise it would be lost, so it ends.
+                if !self.inner.store.durable() {
+                    self.finish(&control, Outcome::Failed(shutdown_error())).await;
+                }
                 return;
             }
             _ = control.ended.cancelled() => return,

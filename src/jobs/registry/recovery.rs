@@ -1,0 +1,176 @@
+//! Recovery at start: taking over what an earlier run of the server left in
+//! a durable store (CONTRACT.md, "Durability and restarts").
+//!
+//! - A job that was `running` or `cancelling` ends `failed` with error code
+//!   `interrupted`, retryable, its running stage `failed`. Its progress,
+//!   counters and message are the last ones stored. Its `seq` jumps past
+//!   any `seq` a client may have seen: progress states are written behind,
+//!   so the store may hold an older one than clients saw, by fewer than
+//!   [`INTERRUPTED_SEQ_GAP`] states.
+//! - A `queued` job is queued again, in its original order (ids are
+//!   time-ordered), with its params checked again; a job whose kind this
+//!   server no longer runs, or whose params it now refuses, ends `failed`.
+//! - An ended job's retention goes on from when it ended.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::Registry;
+use crate::jobs::model::{JobModel, Outcome};
+use crate::jobs::publish::Publisher;
+use crate::jobs::{JobError, JobStatus};
+use crate::published::{NewState, Published};
+use crate::store::ListQuery;
+
+/// How far the `seq` of an interrupted job's terminal state jumps past the
+/// stored one. The store's writer writes every few milliseconds, so it is
+/// never this many states of one job behind.
+pub const INTERRUPTED_SEQ_GAP: u64 = 1000;
+
+impl Registry {
+    /// Takes over every job the store holds from an earlier run. Call once,
+    /// before serving.
+    pub async fn recover(&self) {
+        let everything = ListQuery {
+            limit: usize::MAX - 1,
+            ..ListQuery::default()
+        };
+        let mut jobs = self.jobs(&everything).await;
+        // Oldest first: queued jobs keep their order.
+        jobs.reverse();
+        let mut ended = Vec::new();
+        for job in jobs {
+            match job.status {
+                JobStatus::Queued => self.requeue(&job).await,
+                JobStatus::Running | JobStatus::Cancelling => {
+                    if self.interrupt(&job).await {
+                        ended.push((Some(Utc::now()), job.job_id));
+                    }
+                }
+                JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled => {
+                    ended.push((stored_time(&job, "finished_at"), job.job_id))
+                }
+            }
+        }
+        ended.sort();
+        let now = Utc::now();
+        for (finished_at, id) in ended {
+            let age = finished_at
+                .and_then(|finished_at| (now - finished_at).to_std().ok())
+                .unwrap_or(Duration::ZERO);
+            self.retain_ended_since(id, Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
+        }
+    }
+
+    /// Queues a stored queued job again.
+    async fn requeue(&self, job: &Arc<Published>) {
+        let stored: Value = serde_json::from_slice(&job.json).unwrap_or(Value::Null);
+        let params = stored.get("params").cloned().unwrap_or_else(|| json!({}));
+        let created_at = stored_time(job, "created_at").unwrap_or_else(Utc::now);
+        let model = JobModel::restored_queued(
+            job.job_id,
+            job.kind.clone(),
+            Arc::new(params.clone()),
+            created_at,
+            job.seq,
+        )
+        .with_labels(job.labels.clone())
+        .with_retry_of(stored.get("retry_of").and_then(Value::as_str).and_then(|id| id.parse().ok()));
+        let publisher = Publisher::resume(
+            model,
+            &self.inner.store,
+            self.inner.settings.publish_interval,
+            self.inner.metrics.clone(),
+        );
+        let control = self.control_for(publisher);
+        self.inner.queued.fetch_add(1, Ordering::AcqRel);
+        self.controls().insert(job.job_id, control.clone());
+        let prepared = match self.inner.kinds.get(&*job.kind) {
+            None => Err(JobError::new(
+                "unknown_kind",
+                format!("this server no longer runs jobs of kind {:?}", job.kind),
+            )),
+            Some(kind) => kind
+                .prepare(params)
+                .map(|prepared| (kind, prepared))
+                .map_err(|detail| JobError::new("invalid_params", detail)),
+        };
+        match prepared {
+            Ok((kind, prepared)) => {
+                self.launch(kind, prepared, control);
+                tracing::info!(job_id = %job.job_id, "queued job taken over from an earlier run");
+            }
+            Err(error) => {
+                tracing::warn!(job_id = %job.job_id, %error, "a queued job from an earlier run cannot run");
+                self.finish(&control, Outcome::Failed(error)).await;
+            }
+        }
+    }
+
+    /// Ends a job that was live when the earlier run stopped; answers
+    /// whether it ended.
+    async fn interrupt(&self, job: &Arc<Published>) -> bool {
+        let Ok(Value::Object(mut stored)) = serde_json::from_slice::<Value>(&job.json) else {
+            tracing::error!(job_id = %job.job_id, "a stored job is not a JSON object; left as it is");
+            return false;
+        };
+        let mut running_stage = Value::Null;
+        if let Some(Value::Array(stages)) = stored.get_mut("stages") {
+            for stage in stages.iter_mut().filter(|stage| stage["status"] == "running") {
+                stage["status"] = json!("failed");
+                running_stage = stage["name"].clone();
+            }
+        }
+        let seq = job.seq + INTERRUPTED_SEQ_GAP + 1;
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        stored.insert("status".to_owned(), json!("failed"));
+        stored.insert("seq".to_owned(), json!(seq));
+        stored.insert(
+            "error".to_owned(),
+            json!({
+                "code": "interrupted",
+                "message": "the server stopped while the job was live",
+                "stage": running_stage,
+                "retryable": true,
+            }),
+        );
+        stored.insert("rate".to_owned(), Value::Null);
+        stored.insert("eta_seconds".to_owned(), Value::Null);
+        stored.insert("updated_at".to_owned(), json!(now));
+        stored.insert("finished_at".to_owned(), json!(now));
+        let json = serde_json::to_vec(&stored).expect("a JSON object serialises");
+        let state = NewState::new(
+            job.job_id,
+            job.kind.clone(),
+            job.labels.clone(),
+            JobStatus::Failed,
+            seq,
+            Bytes::from(json),
+        ).following(job.seq);
+        match self.inner.store.commit(state).await {
+            Ok(_) => {
+                tracing::info!(job_id = %job.job_id, "job interrupted by the restart ended failed");
+                true
+            }
+            Err(error) => {
+                tracing::error!(job_id = %job.job_id, %error, "could not end an interrupted job");
+                false
+            }
+        }
+    }
+}
+
+/// A time member of a stored job.
+fn stored_time(job: &Published, member: &str) -> Option<DateTime<Utc>> {
+    let stored: Value = serde_json::from_slice(&job.json).ok()?;
+    let text = stored.get(member)?.as_str()?;
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.with_timezone(&Utc))
+}

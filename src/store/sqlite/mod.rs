@@ -1,0 +1,164 @@
+//! The embedded durable store: jobs survive restarts in one SQLite file.
+//!
+//! Reads and fan-out are the memory store's: the database holds every
+//! retained job, which fits in memory as the memory store's jobs do, so it
+//! is read once, at start ([`schema::jobs`]), into a [`MemoryStore`] that
+//! answers every read and subscription as before. Writes go to the
+//! database through one writer thread ([`writer`]):
+//! - a job's first and terminal states are committed before anyone sees
+//!   them: [`Store::commit`] waits for the batch that writes the row, then
+//!   publishes through the memory store, whose event id is written behind;
+//! - every other state is published at once and written behind, coalesced
+//!   to the newest per job;
+//! - retention deletes rows, and the file's freed pages go back.
+//!
+//! A state committed but not yet numbered when the process died keeps event
+//! id 0 and is numbered anew at the next start, above every earlier id, so a
+//! client resuming `/v1/events` from before the crash is sent it.
+
+pub mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::memory::{History, MemoryStore};
+use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture};
+use crate::jobs::labels::Labels;
+use crate::jobs::{JobId, JobStatus};
+pub use schema::OpenError;
+use writer::{Row, Writer};
+
+pub struct SqliteStore {
+    memory: MemoryStore,
+    writer: Writer,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it if it is new, and reads
+    /// every job it holds.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let name = path.display().to_string();
+        let sqlite = |source| OpenError::Sqlite {
+            path: name.clone(),
+            source,
+        };
+        let connection = schema::open(path)?;
+        let stored = schema::jobs(&connection).map_err(sqlite)?;
+        let first_event_id = schema::meta(&connection, "first_event_id").map_err(sqlite)?;
+        let horizon = schema::meta(&connection, "horizon").map_err(sqlite)?.unwrap_or(0);
+        let mut jobs = Vec::with_capacity(stored.len());
+        for job in stored {
+            let corrupt = |what: &str| OpenError::NotJobcast {
+                path: name.clone(),
+                reason: format!("job {:?} has {what}", job.id),
+            };
+            let id: JobId = job.id.parse().map_err(|_| corrupt("a malformed id"))?;
+            let status: JobStatus = job.status.parse().map_err(|_| corrupt("an unknown status"))?;
+            let labels = stored_labels(job.state.as_bytes()).ok_or_else(|| corrupt("malformed labels"))?;
+            let state = NewState::new(id, Arc::from(job.kind), labels, status, job.seq, Bytes::from(job.state));
+            jobs.push((state, job.event_id));
+        }
+        let next_event_id = jobs.iter().map(|(_, id)| id + 1).max().unwrap_or(0).max(horizon + 1);
+        let (memory, renumbered) = MemoryStore::restored(History {
+            first_event_id: first_event_id.unwrap_or(next_event_id),
+            next_event_id,
+            horizon,
+            jobs,
+        });
+        if first_event_id.is_none() {
+            let first = memory.first_event_id();
+            schema::set_meta(&connection, "first_event_id", first).map_err(sqlite)?;
+        }
+        let writer = Writer::start(connection).map_err(OpenError::Writer)?;
+        for published in renumbered {
+            writer.write_behind(Row::of(&published));
+        }
+        Ok(SqliteStore { memory, writer })
+    }
+}
+
+/// The labels in a stored job's JSON (none when it has none).
+fn stored_labels(json: &[u8]) -> Option<Arc<Labels>> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        labels: Option<serde_json::Value>,
+    }
+    let stored: Stored = serde_json::from_slice(json).ok()?;
+    match stored.labels {
+        None | Some(serde_json::Value::Null) => Some(Arc::default()),
+        Some(labels) => Labels::from_json(labels).ok().map(Arc::new),
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, state: NewState) -> Result<(), AppendError> {
+        let published = self.memory.publish(state)?;
+        self.writer.write_behind(Row::of(&published));
+        Ok(())
+    }
+
+    fn commit(&self, state: NewState) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
+        if let Err(conflict) = self.memory.check_follows(&state) {
+            return StoreFuture::ready(Err(conflict));
+        }
+        let committed = self.writer.commit(Row {
+            job_id: state.job_id,
+            kind: state.kind.clone(),
+            status: state.status.as_str(),
+            seq: state.seq,
+            event_id: 0,
+            json: state.json.clone(),
+        });
+        StoreFuture::Waiting(Box::pin(async move {
+            let written = committed
+                .await
+                .unwrap_or_else(|_| Err("the database writer stopped".to_owned()));
+            written.map_err(AppendError::Unavailable)?;
+            let published = self.memory.publish(state)?;
+            self.writer.write_behind(Row::of(&published));
+            Ok(published)
+        }))
+    }
+
+    fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
+        self.memory.get(id)
+    }
+
+    fn list<'a>(&'a self, query: &'a ListQuery) -> StoreFuture<'a, Vec<Arc<Published>>> {
+        self.memory.list(query)
+    }
+
+    fn subscribe(&self, id: JobId) -> StoreFuture<'_, Option<JobFeed>> {
+        self.memory.subscribe(id)
+    }
+
+    fn subscribe_all(&self, after: Option<u64>) -> StoreFuture<'_, AllFeed> {
+        self.memory.subscribe_all(after)
+    }
+
+    fn remove(&self, id: JobId) {
+        self.memory.remove(id);
+        self.writer.remove(id, self.memory.horizon());
+    }
+
+    fn census(&self) -> StoreFuture<'_, Census> {
+        self.memory.census()
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        let closed = self.memory.close();
+        let flushed = self.writer.flush();
+        StoreFuture::Waiting(Box::pin(async move {
+            closed.await;
+            let _ = flushed.await;
+        }))
+    }
+}

@@ -1,0 +1,248 @@
+//! The one writer of the database: a thread of its own that owns the
+//! connection and writes in batches, so that no job or stream ever waits
+//! for the disk unless it must (a commit).
+//!
+//! Work is handed over under a short std mutex: rows written behind are
+//! coalesced to the newest per job (so a job that publishes faster than the
+//! disk writes costs one row per batch, and the pending work is bounded by
+//! the number of jobs), commits wait for the batch that writes them, and
+//! removals and the event-id horizon ride along. Each batch is one
+//! transaction; every row is an upsert that never replaces a newer state, so
+//! the order of work within a batch does not matter. After a batch that
+//! removed jobs, freed pages are given back to the file system
+//! (`incremental_vacuum`).
+//!
+//! When a batch fails (the disk is full, say), its commits are answered with
+//! the error and its other work is kept and tried again after a pause.
+
+use std::collections::HashMap;
+use std::mem;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::schema;
+use crate::jobs::JobId;
+use crate::published::Published;
+
+/// How long the writer waits before trying a failed batch again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Pages given back per batch that removed jobs.
+const VACUUM_PAGES: u32 = 256;
+
+/// One job's state as a row.
+#[derive(Clone)]
+pub struct Row {
+    pub job_id: JobId,
+    pub kind: Arc<str>,
+    pub status: &'static str,
+    pub seq: u64,
+    /// 0 until the state's fan-out has numbered it.
+    pub event_id: u64,
+    pub json: Bytes,
+}
+
+impl Row {
+    pub fn of(published: &Published) -> Self {
+        Row {
+            job_id: published.job_id,
+            kind: published.kind.clone(),
+            status: published.status.as_str(),
+            seq: published.seq,
+            event_id: published.event_id,
+            json: published.json.clone(),
+        }
+    }
+
+    /// Whether this row is a later version of the same job than `other`.
+    fn newer_than(&self, other: &Row) -> bool {
+        (self.seq, self.event_id) > (other.seq, other.event_id)
+    }
+}
+
+/// A commit's answer: Ok once durable, or why it could not be written.
+pub type Committed = oneshot::Receiver<Result<(), String>>;
+
+#[derive(Default)]
+struct Work {
+    behind: HashMap<JobId, Row>,
+    commits: Vec<(Row, oneshot::Sender<Result<(), String>>)>,
+    removed: Vec<JobId>,
+    horizon: Option<u64>,
+    /// Answered once everything handed over before it is written.
+    flushes: Vec<oneshot::Sender<()>>,
+    closing: bool,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.behind.is_empty()
+            && self.commits.is_empty()
+            && self.removed.is_empty()
+            && self.horizon.is_none()
+            && self.flushes.is_empty()
+    }
+
+    fn keep_behind(&mut self, row: Row) {
+        match self.behind.get(&row.job_id) {
+            Some(pending) if !row.newer_than(pending) => {}
+            _ => {
+                self.behind.insert(row.job_id, row);
+            }
+        }
+    }
+}
+
+struct Shared {
+    work: Mutex<Work>,
+    wake: Condvar,
+}
+
+/// The handle the store writes through; dropping it writes what is
+/// pending and stops the thread.
+pub struct Writer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(connection: Connection) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            work: Mutex::new(Work::default()),
+            wake: Condvar::new(),
+        });
+        let thread = std::thread::Builder::new().name("jobcast-sqlite-writer".to_owned()).spawn({
+            let shared = shared.clone();
+            move || write_batches(&connection, &shared)
+        })?;
+        Ok(Writer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn work(&self) -> MutexGuard<'_, Work> {
+        self.shared.work.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn hand_over(&self, add: impl FnOnce(&mut Work)) {
+        add(&mut self.work());
+        self.shared.wake.notify_one();
+    }
+
+    /// Writes a row in a later batch; a newer row of the same job replaces it.
+    pub fn write_behind(&self, row: Row) {
+        self.hand_over(|work| work.keep_behind(row));
+    }
+
+    /// Writes a row in the next batch and answers once it is durable.
+    pub fn commit(&self, row: Row) -> Committed {
+        let (done, committed) = oneshot::channel();
+        self.hand_over(|work| work.commits.push((row, done)));
+        committed
+    }
+
+    /// Deletes a job's row; `horizon` is the highest event id of any removed job.
+    pub fn remove(&self, id: JobId, horizon: u64) {
+        self.hand_over(|work| {
+            work.behind.remove(&id);
+            work.removed.push(id);
+            work.horizon = Some(horizon);
+        });
+    }
+
+    /// Answers once everything handed over so far is written (or failed).
+    pub fn flush(&self) -> oneshot::Receiver<()> {
+        let (done, flushed) = oneshot::channel();
+        self.hand_over(|work| work.flushes.push(done));
+        flushed
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.hand_over(|work| work.closing = true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: takes all pending work, writes it as one batch, and
+/// answers its commits and flushes; until closed and empty.
+fn write_batches(connection: &Connection, shared: &Shared) {
+    loop {
+        let mut batch = {
+            let mut work = shared.work.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            while work.is_empty() && !work.closing {
+                work = shared.wake.wait(work).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if work.is_empty() && work.closing {
+                return;
+            }
+            mem::take(&mut *work)
+        };
+        let result = write(connection, &batch).map_err(|error| error.to_string());
+        for (_, done) in batch.commits.drain(..) {
+            let _ = done.send(result.clone());
+        }
+        if let Err(error) = &result {
+            tracing::error!(%error, "the job database could not be written; retrying");
+            // Keep what was written behind (unless something newer came),
+            // the removals and the horizon, for the next batch.
+            let mut work = shared.work.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (_, row) in batch.behind.drain() {
+                work.keep_behind(row);
+            }
+            work.removed.append(&mut batch.removed);
+            work.horizon = work.horizon.max(batch.horizon);
+            drop(work);
+            std::thread::sleep(RETRY_PAUSE);
+        } else if !batch.removed.is_empty() {
+            if let Err(error) = connection.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})")) {
+                tracing::warn!(%error, "could not give freed database pages back");
+            }
+        }
+        for done in batch.flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One batch in one transaction.
+fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
+    let transaction = connection.unchecked_transaction()?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO jobs (id, kind, status, seq, event_id, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET
+                 kind = excluded.kind, status = excluded.status, seq = excluded.seq,
+                 event_id = excluded.event_id, state = excluded.state
+             WHERE excluded.seq > jobs.seq OR (excluded.seq = jobs.seq AND excluded.event_id > jobs.event_id)",
+        )?;
+        let rows = batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values());
+        for row in rows {
+            let json = std::str::from_utf8(&row.json).expect("serde_json writes UTF-8");
+            upsert.execute(rusqlite::params![
+                row.job_id.to_string(),
+                &*row.kind,
+                row.status,
+                row.seq as i64,
+                row.event_id as i64,
+                json,
+            ])?;
+        }
+        let mut delete = transaction.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+        for id in &batch.removed {
+            delete.execute([id.to_string()])?;
+        }
+    }
+    if let Some(horizon) = batch.horizon {
+        schema::set_meta(&transaction, "horizon", horizon)?;
+    }
+    transaction.commit()
+}
