@@ -134,7 +134,7 @@ URL="http://127.0.0.1:$PORT"
 # clients/kinds.toml adds one external kind (`ingest`) for the worker
 # operations; it declares no command kind, so no generated request runs a
 # program.
-"$BINARY" --listen "127.0.0.1:$PORT" --config "$HERE/kinds.toml" --cancel-grace 1s --retry 200ms --keep-alive 250ms --log warn \
+"$BINARY" --listen "127.0.0.1:$PORT" --store memory --config "$HERE/kinds.toml" --cancel-grace 1s --retry 200ms --keep-alive 250ms --log warn \
     >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 stop_server() {

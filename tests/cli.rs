@@ -170,6 +170,7 @@ fn jobcast(args: &[&str]) -> Command {
     command
         .args(args)
         .env_remove("JOBCAST_URL")
+        .env("JOBCAST_STORE", "memory")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

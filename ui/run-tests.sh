@@ -64,7 +64,7 @@ export JOBCAST_TEST_LOG="$out_dir/server.log"
 export JOBCAST_TEST_OUTPUT="$out_dir"
 # Short reconnect hints and grace keep the tests fast; room for the load test.
 # The clients' kinds file adds an external kind, for the worker token test.
-export JOBCAST_TEST_ARGS="--retry 1000ms --cancel-grace 3s --max-running 400 --log warn --config $ui_dir/../clients/kinds.toml"
+export JOBCAST_TEST_ARGS="--store memory --retry 1000ms --cancel-grace 3s --max-running 400 --log warn --config $ui_dir/../clients/kinds.toml"
 
 # shellcheck disable=SC2086 # the arguments are split on purpose
 "$bin" --listen "$JOBCAST_TEST_ADDR" $JOBCAST_TEST_ARGS >>"$JOBCAST_TEST_LOG" 2>&1 &

@@ -428,6 +428,7 @@ pub async fn jobcast_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, 
         WAIT,
         Command::new(BIN)
             .args(args)
+            .env("JOBCAST_STORE", "memory")
             .envs(env.iter().copied())
             .env("JOBCAST_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())

@@ -63,7 +63,7 @@ describe('HTTP/2 over TLS', () => {
     origin = `https://127.0.0.1:${port}`;
     const log = fs.openSync(path.join(h.OUTPUT_DIR, 'tls-server.log'), 'a');
     server = spawn(process.env.JOBCAST_TEST_BIN, [
-      '--listen', `127.0.0.1:${port}`, '--tls-cert', cert, '--tls-key', key, '--log', 'warn',
+      '--listen', `127.0.0.1:${port}`, '--store', 'memory', '--tls-cert', cert, '--tls-key', key, '--log', 'warn',
     ], { stdio: ['ignore', log, log] });
     await waitForListening('127.0.0.1', port);
     browser = await h.launchBrowser();
