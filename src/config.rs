@@ -232,7 +232,10 @@ mod tests {
         );
         assert_eq!(store("memory").unwrap(), StoreChoice::Memory);
         assert!(store("sqlite:").is_err());
-        assert!(store("redis://127.0.0.1:6379").unwrap_err().to_string().contains("not supported yet"));
+        assert!(store("redis://127.0.0.1:6379")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported yet"));
         assert!(store("postgres://x").is_err());
     }
 

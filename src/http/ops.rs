@@ -25,6 +25,12 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<serde_json::Value
             retry_after_seconds: 5,
         });
     }
+    if !app.registry.is_store_available() {
+        return Err(ApiError::Unavailable {
+            detail: "the job store cannot be written (is the disk full?)".to_owned(),
+            retry_after_seconds: 1,
+        });
+    }
     Ok(Json(json!({ "status": "ready" })))
 }
 

@@ -20,6 +20,12 @@
 //! state are committed, and their callers wait for the commit before anyone
 //! is told. Once the model is terminal every mutation is a no-op, so
 //! nothing follows a terminal state.
+//!
+//! A durable store may hold a job's progress back ([`Store::holds_back`])
+//! while its writer is far behind (a full disk): the change then waits as a
+//! merged change does, and is published, with the next `seq`, once the
+//! store catches up, so that a subscriber that keeps up still sees every
+//! `seq`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -37,6 +43,8 @@ use crate::store::{AppendError, Published, Store, StoreFuture};
 /// Room for a state to grow past the last one (a message, a result, an
 /// error) and, for a job's first state, room for all of a small job.
 const JSON_SLACK: usize = 512;
+/// How often a change held back by the store is offered again.
+const HOLD_BACK_RETRY: Duration = Duration::from_millis(10);
 
 /// A commit the caller must wait for before telling anyone.
 type Commit<'a> = StoreFuture<'a, Result<Arc<Published>, AppendError>>;
@@ -106,7 +114,12 @@ impl Publisher {
 
     /// A publisher for a job whose latest state the store already holds
     /// (a queued job restored after a restart): nothing is published now.
-    pub fn resume(model: JobModel, store: &Arc<dyn Store>, interval: Duration, metrics: Arc<Metrics>) -> Arc<Publisher> {
+    pub fn resume(
+        model: JobModel,
+        store: &Arc<dyn Store>,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Publisher> {
         Arc::new(Publisher {
             id: model.id(),
             store: store.clone(),
@@ -178,6 +191,10 @@ impl Publisher {
         if when == Flush::WhenDue && now < due {
             return;
         }
+        if self.store.holds_back(self.id, draft.model.seq() + 1) {
+            draft.deferred_until = Some(now + HOLD_BACK_RETRY.max(self.interval));
+            return;
+        }
         let state = next_state(&mut draft, now);
         self.append(state);
     }
@@ -207,13 +224,15 @@ impl Publisher {
         match change {
             Change::None => return (value, None),
             Change::Counter if now < draft.last_publish + self.interval => {
-                if draft.deferred_until.is_none() {
-                    draft.deferred_until = Some(draft.last_publish + self.interval);
-                    self.deferred.notify_one();
-                }
+                let due = draft.last_publish + self.interval;
+                self.defer(&mut draft, due);
                 return (value, None);
             }
             Change::Counter | Change::Immediate => {}
+        }
+        if !draft.model.status().is_terminal() && self.store.holds_back(self.id, draft.model.seq() + 1) {
+            self.defer(&mut draft, now + HOLD_BACK_RETRY);
+            return (value, None);
         }
         let state = next_state(&mut draft, now);
         if state.status.is_terminal() {
@@ -222,6 +241,15 @@ impl Publisher {
         }
         self.append(state);
         (value, None)
+    }
+
+    /// Lets a change wait for the merge timer, due at `until` unless it is
+    /// due sooner already.
+    fn defer(&self, draft: &mut Draft, until: Instant) {
+        if draft.deferred_until.is_none() {
+            draft.deferred_until = Some(until);
+            self.deferred.notify_one();
+        }
     }
 
     fn append(&self, state: NewState) {

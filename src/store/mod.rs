@@ -126,6 +126,10 @@ impl<T> Future for StoreFuture<'_, T> {
     }
 }
 
+/// How far a job's published `seq` may run ahead of its stored one in a
+/// durable store ([`Store::holds_back`]).
+pub const MAX_UNSTORED_STATES: u64 = 500;
+
 /// Published job states and their fan-out. A job's states are appended by
 /// one writer at a time (the engine holds the job's lock), in `seq` order,
 /// and subscribers receive them in that order.
@@ -164,6 +168,21 @@ pub trait Store: Send + Sync + 'static {
     /// shutdown stays queued, to run after the restart.
     fn durable(&self) -> bool {
         false
+    }
+
+    /// Whether a job's progress state `seq` must wait: a durable store
+    /// whose stored `seq` of the job is [`MAX_UNSTORED_STATES`] behind holds
+    /// the job's progress back until its writer catches up, so that after a
+    /// crash no client has seen a `seq` more than that above the stored one.
+    fn holds_back(&self, _id: JobId, _seq: u64) -> bool {
+        false
+    }
+
+    /// Whether the backend is writing: false while a durable store cannot
+    /// (a full disk, a lost connection), when the server is not ready and
+    /// refuses new jobs.
+    fn is_available(&self) -> bool {
+        true
     }
 
     /// At shutdown, once no job will change any more: ends every job's

@@ -151,6 +151,24 @@ impl TestApp {
         app
     }
 
+    /// A client of a server this test runs some other way (a child
+    /// process), over plain HTTP/1.1 and without keeping connections, so
+    /// that a restarted server is asked afresh.
+    pub fn client_of(base: String) -> TestApp {
+        TestApp {
+            base,
+            client: reqwest::Client::builder()
+                .http1_only()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+            shutdown: CancellationToken::new(),
+            server: None,
+            protocol: Protocol::Http1,
+            cert: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -594,6 +612,29 @@ impl Sse {
         tokio::time::timeout(WAIT, next)
             .await
             .expect("an event arrives in time")
+    }
+
+    /// Every complete event until the connection ends or breaks (the
+    /// server was killed): what a client received before the cut.
+    pub async fn until_cut(&mut self) -> Vec<SseEvent> {
+        loop {
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("the stream moves or ends in time");
+            match chunk {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(at) = find_blank_line(&self.buffer) {
+            let rest = self.buffer.split_off(at + 2);
+            let mut block = std::mem::replace(&mut self.buffer, rest);
+            block.truncate(at);
+            let text = String::from_utf8(block).expect("the stream is UTF-8");
+            events.extend(Block { text }.to_event());
+        }
+        events
     }
 
     /// Every event until the server ends the stream.

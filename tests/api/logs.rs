@@ -27,7 +27,16 @@ struct LoggingServer {
 impl LoggingServer {
     async fn start(format: &str, cert: &TestCert) -> LoggingServer {
         let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--store", "memory", "--log", "trace", "--log-format", format])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "memory",
+                "--log",
+                "trace",
+                "--log-format",
+                format,
+            ])
             .args(["--config", "examples/jobcast.toml"])
             .arg("--tls-cert")
             .arg(&cert.cert)

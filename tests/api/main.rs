@@ -19,6 +19,7 @@ mod list;
 mod logs;
 mod ops;
 mod pacing;
+mod restarts;
 mod retry;
 mod smoke;
 mod streams_common;

@@ -186,7 +186,7 @@ impl Registry {
     pub(super) fn launch(&self, kind: &Kind, prepared: Prepared, control: JobControl) -> Option<WorkerToken> {
         let id = control.publisher.id();
         let (start, work, worker_token) = match prepared {
-            Prepared::InProcess(work) => (Start::RunningSlot, work, None),
+            Prepared::InProcess(work) => (Start::running_slot(&self.inner.running_slots), work, None),
             Prepared::External(settings) => {
                 let start_timeout = settings.start_timeout;
                 let (mailbox, inbox) = worker::mailbox(settings);

@@ -171,6 +171,11 @@ impl Registry {
         self.inner.shutdown.is_cancelled()
     }
 
+    /// Whether the store is writing (see [`Store::is_available`]).
+    pub fn is_store_available(&self) -> bool {
+        self.inner.store.is_available()
+    }
+
     /// The job's latest state.
     pub async fn job(&self, id: JobId) -> Option<Arc<Published>> {
         self.inner.store.get(id).await

@@ -7,8 +7,8 @@
 //!   any `seq` a client may have seen: progress states are written behind,
 //!   so the store may hold an older one than clients saw, by fewer than
 //!   [`INTERRUPTED_SEQ_GAP`] states.
-//! - A `queued` job is queued again, in its original order (ids are
-//!   time-ordered), with its params checked again; a job whose kind this
+//! - A `queued` job is queued again, in its original order (that of
+//!   `created_at`), with its params checked again; a job whose kind this
 //!   server no longer runs, or whose params it now refuses, ends `failed`.
 //! - An ended job's retention goes on from when it ended.
 
@@ -26,12 +26,13 @@ use crate::jobs::model::{JobModel, Outcome};
 use crate::jobs::publish::Publisher;
 use crate::jobs::{JobError, JobStatus};
 use crate::published::{NewState, Published};
-use crate::store::ListQuery;
+use crate::store::{ListQuery, MAX_UNSTORED_STATES};
 
 /// How far the `seq` of an interrupted job's terminal state jumps past the
-/// stored one. The store's writer writes every few milliseconds, so it is
-/// never this many states of one job behind.
-pub const INTERRUPTED_SEQ_GAP: u64 = 1000;
+/// stored one: past every `seq` a client may have seen, since a durable
+/// store never publishes more than [`MAX_UNSTORED_STATES`] states of a job
+/// ahead of the one it stored.
+pub const INTERRUPTED_SEQ_GAP: u64 = 2 * MAX_UNSTORED_STATES;
 
 impl Registry {
     /// Takes over every job the store holds from an earlier run. Call once,
@@ -42,8 +43,9 @@ impl Registry {
             ..ListQuery::default()
         };
         let mut jobs = self.jobs(&everything).await;
-        // Oldest first: queued jobs keep their order.
-        jobs.reverse();
+        // Queued jobs keep their order: that of their creation (ids are
+        // ordered by time only to the millisecond).
+        jobs.sort_by_cached_key(|job| (stored_time(job, "created_at"), job.job_id));
         let mut ended = Vec::new();
         for job in jobs {
             match job.status {
@@ -81,7 +83,12 @@ impl Registry {
             job.seq,
         )
         .with_labels(job.labels.clone())
-        .with_retry_of(stored.get("retry_of").and_then(Value::as_str).and_then(|id| id.parse().ok()));
+        .with_retry_of(
+            stored
+                .get("retry_of")
+                .and_then(Value::as_str)
+                .and_then(|id| id.parse().ok()),
+        );
         let publisher = Publisher::resume(
             model,
             &self.inner.store,
@@ -152,7 +159,8 @@ impl Registry {
             JobStatus::Failed,
             seq,
             Bytes::from(json),
-        ).following(job.seq);
+        )
+        .following(job.seq);
         match self.inner.store.commit(state).await {
             Ok(_) => {
                 tracing::info!(job_id = %job.job_id, "job interrupted by the restart ended failed");

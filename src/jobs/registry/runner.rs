@@ -4,12 +4,17 @@
 //! the outcome through [`Registry::finish`].
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::FutureExt;
 use serde_json::Value;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -19,12 +24,28 @@ use crate::jobs::kind::PreparedJob;
 use crate::jobs::model::{Change, Outcome};
 use crate::jobs::JobError;
 
+/// A job's wait for one of the running slots.
+type SlotWait = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
 /// What a job waits for before it runs.
 pub(super) enum Start {
     /// One of the running slots, first in first out.
-    RunningSlot,
+    RunningSlot(SlotWait),
     /// Its external worker's first call, for at most the given time.
     WorkerArrived(CancellationToken, Option<Duration>),
+}
+
+impl Start {
+    /// A place in the running slots' queue, taken now: polled once here, the
+    /// wait joins the semaphore's FIFO queue in the order jobs are launched,
+    /// not in the order the runtime first polls their tasks.
+    pub(super) fn running_slot(slots: &Arc<Semaphore>) -> Start {
+        let mut wait: SlotWait = Box::pin(slots.clone().acquire_owned());
+        match wait.as_mut().poll(&mut Context::from_waker(futures_util::task::noop_waker_ref())) {
+            Poll::Ready(taken) => Start::RunningSlot(Box::pin(std::future::ready(taken))),
+            Poll::Pending => Start::RunningSlot(wait),
+        }
+    }
 }
 
 impl Registry {
@@ -33,14 +54,7 @@ impl Registry {
         let _stopped = control.stopped.clone().drop_guard();
         let started = async {
             match start {
-                Start::RunningSlot => Ok(Some(
-                    self.inner
-                        .running_slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("the running-slot semaphore is never closed"),
-                )),
+                Start::RunningSlot(wait) => Ok(Some(wait.await.expect("the running-slot semaphore is never closed"))),
                 Start::WorkerArrived(arrived, start_timeout) => {
                     let waited = async {
                         match start_timeout {

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::memory::{History, MemoryStore};
-use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture};
+use super::{
+    AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture, MAX_UNSTORED_STATES,
+};
 use crate::jobs::labels::Labels;
 use crate::jobs::{JobId, JobStatus};
 pub use schema::OpenError;
@@ -62,6 +64,7 @@ impl SqliteStore {
             jobs.push((state, job.event_id));
         }
         let next_event_id = jobs.iter().map(|(_, id)| id + 1).max().unwrap_or(0).max(horizon + 1);
+        let stored_seqs = jobs.iter().map(|(state, _)| (state.job_id, state.seq)).collect();
         let (memory, renumbered) = MemoryStore::restored(History {
             first_event_id: first_event_id.unwrap_or(next_event_id),
             next_event_id,
@@ -72,7 +75,7 @@ impl SqliteStore {
             let first = memory.first_event_id();
             schema::set_meta(&connection, "first_event_id", first).map_err(sqlite)?;
         }
-        let writer = Writer::start(connection).map_err(OpenError::Writer)?;
+        let writer = Writer::start(connection, stored_seqs).map_err(OpenError::Writer)?;
         for published in renumbered {
             writer.write_behind(Row::of(&published));
         }
@@ -105,19 +108,30 @@ impl Store for SqliteStore {
         if let Err(conflict) = self.memory.check_follows(&state) {
             return StoreFuture::ready(Err(conflict));
         }
-        let committed = self.writer.commit(Row {
+        let row = Row {
             job_id: state.job_id,
             kind: state.kind.clone(),
             status: state.status.as_str(),
             seq: state.seq,
             event_id: 0,
             json: state.json.clone(),
-        });
+        };
         StoreFuture::Waiting(Box::pin(async move {
-            let written = committed
-                .await
-                .unwrap_or_else(|_| Err("the database writer stopped".to_owned()));
-            written.map_err(AppendError::Unavailable)?;
+            loop {
+                let written = self
+                    .writer
+                    .commit(row.clone())
+                    .await
+                    .unwrap_or_else(|_| Err("the database writer stopped".to_owned()));
+                match written {
+                    Ok(()) => break,
+                    // A new job is refused, and its creator told to try again.
+                    Err(error) if !state.status.is_terminal() => return Err(AppendError::Unavailable(error)),
+                    // A job's end is held back until it is stored: the
+                    // writer pauses between attempts.
+                    Err(error) => tracing::warn!(job_id = %state.job_id, %error, "a job's end waits for the database"),
+                }
+            }
             let published = self.memory.publish(state)?;
             self.writer.write_behind(Row::of(&published));
             Ok(published)
@@ -151,6 +165,16 @@ impl Store for SqliteStore {
 
     fn durable(&self) -> bool {
         true
+    }
+
+    fn holds_back(&self, id: JobId, seq: u64) -> bool {
+        self.writer
+            .stored_seq(id)
+            .is_some_and(|stored| seq > stored + MAX_UNSTORED_STATES)
+    }
+
+    fn is_available(&self) -> bool {
+        self.writer.is_healthy()
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -150,7 +150,9 @@ pub fn jobs(connection: &Connection) -> rusqlite::Result<Vec<StoredJob>> {
 /// A value of `meta`, if set.
 pub fn meta(connection: &Connection, name: &str) -> rusqlite::Result<Option<u64>> {
     connection
-        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| row.get::<_, i64>(0))
+        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
+            row.get::<_, i64>(0)
+        })
         .optional()
         .map(|value| value.map(|value| value as u64))
 }

@@ -13,10 +13,14 @@
 //! (`incremental_vacuum`).
 //!
 //! When a batch fails (the disk is full, say), its commits are answered with
-//! the error and its other work is kept and tried again after a pause.
+//! the error, its other work is kept, and the writer is unhealthy: it tries
+//! again after a pause, with a probe write when nothing else is pending, so
+//! that it notices the space coming back, and is healthy again after the
+//! first batch that succeeds.
 
 use std::collections::HashMap;
 use std::mem;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -100,6 +104,10 @@ impl Work {
 struct Shared {
     work: Mutex<Work>,
     wake: Condvar,
+    /// False from a failed batch until one succeeds.
+    healthy: AtomicBool,
+    /// Each job's `seq` in the database.
+    stored_seqs: Mutex<HashMap<JobId, u64>>,
 }
 
 /// The handle the store writes through; dropping it writes what is
@@ -110,15 +118,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(connection: Connection) -> std::io::Result<Self> {
+    /// Starts the writer of a database holding the jobs `stored_seqs` names,
+    /// at those `seq`s.
+    pub fn start(connection: Connection, stored_seqs: HashMap<JobId, u64>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             work: Mutex::new(Work::default()),
             wake: Condvar::new(),
+            healthy: AtomicBool::new(true),
+            stored_seqs: Mutex::new(stored_seqs),
         });
-        let thread = std::thread::Builder::new().name("jobcast-sqlite-writer".to_owned()).spawn({
-            let shared = shared.clone();
-            move || write_batches(&connection, &shared)
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("jobcast-sqlite-writer".to_owned())
+            .spawn({
+                let shared = shared.clone();
+                move || write_batches(&connection, &shared)
+            })?;
         Ok(Writer {
             shared,
             thread: Some(thread),
@@ -126,12 +140,22 @@ impl Writer {
     }
 
     fn work(&self) -> MutexGuard<'_, Work> {
-        self.shared.work.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shared.work)
     }
 
     fn hand_over(&self, add: impl FnOnce(&mut Work)) {
         add(&mut self.work());
         self.shared.wake.notify_one();
+    }
+
+    /// Whether the last batch was written.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// The job's `seq` in the database, if it has a row.
+    pub fn stored_seq(&self, id: JobId) -> Option<u64> {
+        lock(&self.shared.stored_seqs).get(&id).copied()
     }
 
     /// Writes a row in a later batch; a newer row of the same job replaces it.
@@ -172,14 +196,29 @@ impl Drop for Writer {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The writer thread: takes all pending work, writes it as one batch, and
 /// answers its commits and flushes; until closed and empty.
 fn write_batches(connection: &Connection, shared: &Shared) {
     loop {
         let mut batch = {
-            let mut work = shared.work.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut work = lock(&shared.work);
             while work.is_empty() && !work.closing {
-                work = shared.wake.wait(work).unwrap_or_else(|poisoned| poisoned.into_inner());
+                if shared.healthy.load(Ordering::Acquire) {
+                    work = shared.wake.wait(work).unwrap_or_else(|poisoned| poisoned.into_inner());
+                } else {
+                    let (waited, timeout) = shared
+                        .wake
+                        .wait_timeout(work, RETRY_PAUSE)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    work = waited;
+                    if timeout.timed_out() && work.is_empty() {
+                        break;
+                    }
+                }
             }
             if work.is_empty() && work.closing {
                 return;
@@ -187,6 +226,17 @@ fn write_batches(connection: &Connection, shared: &Shared) {
             mem::take(&mut *work)
         };
         let result = write(connection, &batch).map_err(|error| error.to_string());
+        shared.healthy.store(result.is_ok(), Ordering::Release);
+        if result.is_ok() {
+            let mut stored_seqs = lock(&shared.stored_seqs);
+            for row in batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values()) {
+                let seq = stored_seqs.entry(row.job_id).or_default();
+                *seq = (*seq).max(row.seq);
+            }
+            for id in &batch.removed {
+                stored_seqs.remove(id);
+            }
+        }
         for (_, done) in batch.commits.drain(..) {
             let _ = done.send(result.clone());
         }
@@ -194,7 +244,7 @@ fn write_batches(connection: &Connection, shared: &Shared) {
             tracing::error!(%error, "the job database could not be written; retrying");
             // Keep what was written behind (unless something newer came),
             // the removals and the horizon, for the next batch.
-            let mut work = shared.work.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut work = lock(&shared.work);
             for (_, row) in batch.behind.drain() {
                 work.keep_behind(row);
             }
@@ -243,6 +293,10 @@ fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
     }
     if let Some(horizon) = batch.horizon {
         schema::set_meta(&transaction, "horizon", horizon)?;
+    }
+    if batch.is_empty() {
+        // A probe after a failure: does a write fit again?
+        schema::set_meta(&transaction, "probed_at", chrono::Utc::now().timestamp() as u64)?;
     }
     transaction.commit()
 }
