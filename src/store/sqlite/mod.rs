@@ -4,7 +4,7 @@
 //! retained job, which fits in memory as the memory store's jobs do, so it
 //! is read once, at start ([`schema::jobs`]), into a [`MemoryStore`] that
 //! answers every read and subscription as before. Writes go to the
-//! database through one writer thread ([`writer`]):
+//! database through one writer thread (`writer.rs`):
 //! - a job's first and terminal states are committed before anyone sees
 //!   them: [`Store::commit`] waits for the batch that writes the row, then
 //!   publishes through the memory store, whose event id is written behind;
