@@ -14,6 +14,7 @@
 //! when it is shared) and frames it for the all-jobs stream
 //! ([`Published::stamp`]). Both frames are encoded here, once per state.
 
+use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,25 @@ use bytes::Bytes;
 
 use crate::jobs::labels::Labels;
 use crate::jobs::{JobId, JobStatus};
+
+/// What a store keeps of a job but never shows: the idempotency key that
+/// created it and its external worker's token, so that both still work
+/// after a restart. Only a job's first state carries them.
+#[derive(Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobSecrets {
+    /// The owner that sent the key (None without authentication), and the key.
+    pub idempotency_key: Option<(Option<String>, String)>,
+    pub worker_token: Option<String>,
+}
+
+impl fmt::Debug for JobSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSecrets")
+            .field("idempotency_key", &self.idempotency_key)
+            .field("worker_token", &self.worker_token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
 
 /// A job's next state as the engine hands it to the store: serialised, and
 /// framed for the job's own stream, but not yet numbered server-wide.
@@ -44,6 +64,8 @@ pub struct NewState {
     pub json: Bytes,
     /// The SSE frame for the job's own stream (`id:` is `seq`).
     pub job_frame: Bytes,
+    /// A first state's secrets, for a durable store to keep.
+    pub secrets: Option<Arc<JobSecrets>>,
 }
 
 impl NewState {
@@ -58,6 +80,7 @@ impl NewState {
             seq,
             follows: seq.saturating_sub(1),
             json,
+            secrets: None,
         }
     }
 

@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use super::model::{CancelRequest, Change, JobModel, Outcome};
 use super::JobId;
 use crate::metrics::Metrics;
-use crate::published::NewState;
+use crate::published::{JobSecrets, NewState};
 use crate::store::{AppendError, Published, Store, StoreFuture};
 
 /// Room for a state to grow past the last one (a message, a result, an
@@ -82,11 +82,13 @@ pub enum Flush {
 }
 
 impl Publisher {
-    /// Publishes a new job's first state (`seq` 1). The returned commit is
-    /// already in the store's hands, so the publisher may be shared before
-    /// it resolves: any later state follows it.
+    /// Publishes a new job's first state (`seq` 1), with the job's secrets
+    /// for the store to keep. The returned commit is already in the store's
+    /// hands, so the publisher may be shared before it resolves: any later
+    /// state follows it.
     pub fn start<'a>(
         model: JobModel,
+        secrets: Option<JobSecrets>,
         store: &'a Arc<dyn Store>,
         interval: Duration,
         metrics: Arc<Metrics>,
@@ -98,7 +100,8 @@ impl Publisher {
             last_publish: now,
             last_len: 0,
         };
-        let first = next_state(&mut draft, now);
+        let mut first = next_state(&mut draft, now);
+        first.secrets = secrets.map(Arc::new);
         metrics.events_published.inc();
         let commit = store.commit(first);
         let publisher = Publisher {

@@ -61,6 +61,11 @@ impl WorkerToken {
         ))
     }
 
+    /// The token a job was given before a restart, as its store kept it.
+    pub(crate) fn restored(token: String) -> Self {
+        WorkerToken(token)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -118,12 +123,12 @@ pub(crate) struct Inbox {
 /// Calls waiting for the job's task beyond this make the worker wait.
 const MAILBOX_DEPTH: usize = 16;
 
-/// A new mailbox with a fresh token.
-pub(crate) fn mailbox(settings: WorkerSettings) -> (Mailbox, Inbox) {
+/// A new mailbox, opened by `token`.
+pub(crate) fn mailbox(settings: WorkerSettings, token: WorkerToken) -> (Mailbox, Inbox) {
     let (sender, receiver) = mpsc::channel(MAILBOX_DEPTH);
     (
         Mailbox {
-            token: WorkerToken::generate(),
+            token,
             calls: sender,
             arrived: CancellationToken::new(),
         },

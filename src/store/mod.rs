@@ -19,6 +19,7 @@
 pub mod memory;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use tokio::sync::broadcast;
 
 use crate::jobs::labels::LabelFilter;
 use crate::jobs::{JobId, JobStatus};
-pub use crate::published::{NewState, Published};
+pub use crate::published::{JobSecrets, NewState, Published};
 
 /// A job's current state and the live updates after it, with no gap.
 pub struct JobFeed {
@@ -168,6 +169,12 @@ pub trait Store: Send + Sync + 'static {
     /// shutdown stays queued, to run after the restart.
     fn durable(&self) -> bool {
         false
+    }
+
+    /// The secrets of the jobs an earlier run of the server left, taken once
+    /// at start (a store that keeps nothing has none).
+    fn take_restored_secrets(&self) -> HashMap<JobId, Arc<JobSecrets>> {
+        HashMap::new()
     }
 
     /// Whether a job's progress state `seq` must wait: a durable store

@@ -540,3 +540,75 @@ async fn a_full_disk_makes_the_server_unready_and_nothing_acknowledged_is_lost()
     assert_eq!(server.api.get_job(&running).await, cancelled);
     assert_eq!(server.api.get_job(&id_of(&created)).await["status"], "failed");
 }
+
+/// POSTs `body` with `Idempotency-Key: key`: the status, whether the answer
+/// is a replay, and the job.
+async fn create_keyed(api: &TestApp, key: &str, body: Value) -> (u16, bool, Value) {
+    let request = api
+        .client
+        .post(api.url("/v1/jobs"))
+        .header("idempotency-key", key)
+        .json(&body);
+    let response = crate::helpers::send(request).await;
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    (response.status().as_u16(), replayed, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_worker_tokens_outlive_a_crash() {
+    let dir = new_dir("jobcast-restarts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kinds = dir.join("kinds.toml");
+    std::fs::write(
+        &kinds,
+        r#"
+        [kinds.ingest]
+        description = "Indexes a file, in a worker"
+        stages = [{ name = "index", weight = 1 }]
+        [kinds.ingest.params.url]
+        type = "string"
+        required = true
+        [kinds.ingest.external]
+        heartbeat_timeout = "30s"
+        "#,
+    )
+    .unwrap();
+    let mut server = Restartable::start_in(dir, &["--config", kinds.to_str().unwrap()]).await;
+    let ingest = json!({"kind": "ingest", "params": {"url": "https://example.com/a.csv"}});
+    let demo = json!({"kind": "demo", "params": {"stages": [{"name": "s", "steps": 1}], "step_ms": 0}});
+    let (status, _, external) = create_keyed(&server.api, "ingest-1", ingest.clone()).await;
+    assert_eq!(status, 202);
+    let (status, _, done) = create_keyed(&server.api, "demo-1", demo.clone()).await;
+    assert_eq!(status, 202);
+    let done = server.api.get_job_when_terminal(&id_of(&done)).await;
+    let token = external["worker_token"].as_str().unwrap().to_owned();
+
+    server.restart(Stop::Kill).await;
+    let api = &server.api;
+    let (status, replayed, again) = create_keyed(&server.api, "ingest-1", ingest.clone()).await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again["id"], external["id"]);
+    assert_eq!(again["worker_token"], token.as_str(), "the token is answered again");
+    let (status, replayed, again) = create_keyed(&server.api, "demo-1", demo).await;
+    assert_eq!((status, replayed), (202, true));
+    assert_eq!(again, done, "the ended job, as it is");
+    let (status, _, refused) = create_keyed(&server.api, "demo-1", ingest).await;
+    assert_eq!(status, 422, "the key still names its job: {refused}");
+
+    let id = id_of(&external);
+    let worker_call = |action: &str, body: Value| {
+        api.client
+            .post(api.url(&format!("/v1/jobs/{id}/{action}")))
+            .bearer_auth(&token)
+            .json(&body)
+    };
+    let beat = crate::helpers::send(worker_call(
+        "heartbeat",
+        json!({"stage": "index", "current": 1, "total": 2}),
+    ))
+    .await;
+    assert_eq!(beat.status(), 200, "the worker's token still opens its job");
+    let finished = crate::helpers::send(worker_call("complete", json!({"result": {"rows": 2}}))).await;
+    assert_eq!(finished.status(), 200);
+    assert_eq!(api.get_job(&id).await["status"], "completed");
+}

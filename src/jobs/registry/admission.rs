@@ -22,7 +22,7 @@ use crate::jobs::model::JobModel;
 use crate::jobs::publish::Publisher;
 use crate::jobs::worker::{self, WorkerToken};
 use crate::jobs::JobId;
-use crate::store::{AppendError, Published};
+use crate::store::{AppendError, JobSecrets, Published};
 
 /// Why a job could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +140,16 @@ impl Registry {
                 },
             );
         }
+        let worker_token = matches!(prepared, Prepared::External(_)).then(WorkerToken::generate);
+        let secrets = JobSecrets {
+            idempotency_key: claim.map(KeyClaim::parts),
+            worker_token: worker_token.as_ref().map(|token| token.as_str().to_owned()),
+        };
         let (publisher, first) = Publisher::start(
             JobModel::new(id, kind.shared_name(), params, Utc::now())
                 .with_labels(labels)
                 .with_retry_of(retry_of),
+            (secrets != JobSecrets::default()).then_some(secrets),
             &self.inner.store,
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),
@@ -161,7 +167,7 @@ impl Registry {
             }
         };
         self.inner.metrics.jobs_created.inc();
-        let worker_token = self.launch(kind, prepared, control);
+        self.launch(kind, prepared, control, worker_token.clone());
         tracing::info!(job_id = %id, kind = %kind.name(), "job created");
         Ok(Created {
             job,
@@ -181,20 +187,27 @@ impl Registry {
         }
     }
 
-    /// Hands a queued job whose state is stored to its task; answers the
-    /// worker token of a job of an external kind.
-    pub(super) fn launch(&self, kind: &Kind, prepared: Prepared, control: JobControl) -> Option<WorkerToken> {
+    /// Hands a queued job whose state is stored to its task; a job of an
+    /// external kind waits for a worker with `worker_token` (a new one if
+    /// it has none).
+    pub(super) fn launch(
+        &self,
+        kind: &Kind,
+        prepared: Prepared,
+        control: JobControl,
+        worker_token: Option<WorkerToken>,
+    ) {
         let id = control.publisher.id();
-        let (start, work, worker_token) = match prepared {
-            Prepared::InProcess(work) => (Start::running_slot(&self.inner.running_slots), work, None),
+        let (start, work) = match prepared {
+            Prepared::InProcess(work) => (Start::running_slot(&self.inner.running_slots), work),
             Prepared::External(settings) => {
                 let start_timeout = settings.start_timeout;
-                let (mailbox, inbox) = worker::mailbox(settings);
+                let token = worker_token.unwrap_or_else(WorkerToken::generate);
+                let (mailbox, inbox) = worker::mailbox(settings, token);
                 let start = Start::WorkerArrived(mailbox.arrived.clone(), start_timeout);
-                let token = mailbox.token.clone();
                 super::lock(&self.inner.mailboxes).insert(id, mailbox);
                 let work: PreparedJob = Box::new(move |ctx| Box::pin(inbox.drive(ctx)));
-                (start, work, Some(token))
+                (start, work)
             }
         };
         // A root span: the job outlives the request that created it.
@@ -202,6 +215,5 @@ impl Registry {
         self.inner
             .tracker
             .spawn(self.clone().run(start, work, control).instrument(span));
-        worker_token
     }
 }

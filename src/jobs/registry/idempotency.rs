@@ -128,6 +128,11 @@ impl KeyClaim<'_> {
         }
     }
 
+    /// The key's owner and text, for the store to keep with the job.
+    pub fn parts(&self) -> (Option<String>, String) {
+        (self.key.owner.clone(), self.key.key.clone())
+    }
+
     /// The job was created: the key stays with it.
     pub fn keep(mut self) {
         self.kept = true;
@@ -180,6 +185,22 @@ impl Registry {
             settled,
             kept: false,
         })
+    }
+
+    /// Gives a key back to the job it created before a restart.
+    pub(super) fn restore_key(&self, (owner, key): (Option<String>, String), job_id: JobId, asked: Asked) {
+        let mut index = lock(&self.inner.keys);
+        index.next_claim += 1;
+        let key = IdempotencyKey { owner, key };
+        let settled = CancellationToken::new();
+        settled.cancel();
+        let claim = Claim {
+            id: index.next_claim,
+            job: Some((job_id, Arc::new(asked))),
+            settled,
+        };
+        index.keys.insert(key.clone(), claim);
+        index.of_job.insert(job_id, key);
     }
 
     /// Forgets the key of a job that retention forgets (or that is gone).

@@ -11,6 +11,8 @@
 //!   `created_at`), with its params checked again; a job whose kind this
 //!   server no longer runs, or whose params it now refuses, ends `failed`.
 //! - An ended job's retention goes on from when it ended.
+//! - The idempotency key that created a job names it again, and a queued
+//!   job of an external kind keeps its worker's token.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,12 +23,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::idempotency::Asked;
 use super::Registry;
 use crate::jobs::model::{JobModel, Outcome};
 use crate::jobs::publish::Publisher;
+use crate::jobs::worker::WorkerToken;
 use crate::jobs::{JobError, JobStatus};
 use crate::published::{NewState, Published};
-use crate::store::{ListQuery, MAX_UNSTORED_STATES};
+use crate::store::{JobSecrets, ListQuery, MAX_UNSTORED_STATES};
 
 /// How far the `seq` of an interrupted job's terminal state jumps past the
 /// stored one: past every `seq` a client may have seen, since a durable
@@ -46,10 +50,21 @@ impl Registry {
         // Queued jobs keep their order: that of their creation (ids are
         // ordered by time only to the millisecond).
         jobs.sort_by_cached_key(|job| (stored_time(job, "created_at"), job.job_id));
+        let mut secrets = self.inner.store.take_restored_secrets();
         let mut ended = Vec::new();
         for job in jobs {
+            let JobSecrets {
+                idempotency_key,
+                worker_token,
+            } = secrets
+                .remove(&job.job_id)
+                .map(Arc::unwrap_or_clone)
+                .unwrap_or_default();
+            if let Some(key) = idempotency_key {
+                self.restore_key(key, job.job_id, asked_of(&job));
+            }
             match job.status {
-                JobStatus::Queued => self.requeue(&job).await,
+                JobStatus::Queued => self.requeue(&job, worker_token.map(WorkerToken::restored)).await,
                 JobStatus::Running | JobStatus::Cancelling => {
                     if self.interrupt(&job).await {
                         ended.push((Some(Utc::now()), job.job_id));
@@ -70,25 +85,14 @@ impl Registry {
         }
     }
 
-    /// Queues a stored queued job again.
-    async fn requeue(&self, job: &Arc<Published>) {
-        let stored: Value = serde_json::from_slice(&job.json).unwrap_or(Value::Null);
-        let params = stored.get("params").cloned().unwrap_or_else(|| json!({}));
+    /// Queues a stored queued job again; a job of an external kind keeps
+    /// its worker's token.
+    async fn requeue(&self, job: &Arc<Published>, worker_token: Option<WorkerToken>) {
+        let Asked { params, retry_of, .. } = asked_of(job);
         let created_at = stored_time(job, "created_at").unwrap_or_else(Utc::now);
-        let model = JobModel::restored_queued(
-            job.job_id,
-            job.kind.clone(),
-            Arc::new(params.clone()),
-            created_at,
-            job.seq,
-        )
-        .with_labels(job.labels.clone())
-        .with_retry_of(
-            stored
-                .get("retry_of")
-                .and_then(Value::as_str)
-                .and_then(|id| id.parse().ok()),
-        );
+        let model = JobModel::restored_queued(job.job_id, job.kind.clone(), params.clone(), created_at, job.seq)
+            .with_labels(job.labels.clone())
+            .with_retry_of(retry_of);
         let publisher = Publisher::resume(
             model,
             &self.inner.store,
@@ -104,13 +108,13 @@ impl Registry {
                 format!("this server no longer runs jobs of kind {:?}", job.kind),
             )),
             Some(kind) => kind
-                .prepare(params)
+                .prepare(Value::clone(&params))
                 .map(|prepared| (kind, prepared))
                 .map_err(|detail| JobError::new("invalid_params", detail)),
         };
         match prepared {
             Ok((kind, prepared)) => {
-                self.launch(kind, prepared, control);
+                self.launch(kind, prepared, control, worker_token);
                 tracing::info!(job_id = %job.job_id, "queued job taken over from an earlier run");
             }
             Err(error) => {
@@ -171,6 +175,21 @@ impl Registry {
                 false
             }
         }
+    }
+}
+
+/// What a stored job was asked for: its kind, params, labels and the job it
+/// retries.
+fn asked_of(job: &Published) -> Asked {
+    let stored: Value = serde_json::from_slice(&job.json).unwrap_or(Value::Null);
+    Asked {
+        kind: job.kind.clone(),
+        params: Arc::new(stored.get("params").cloned().unwrap_or_else(|| json!({}))),
+        labels: job.labels.clone(),
+        retry_of: stored
+            .get("retry_of")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok()),
     }
 }
 

@@ -41,7 +41,10 @@ impl Start {
     /// not in the order the runtime first polls their tasks.
     pub(super) fn running_slot(slots: &Arc<Semaphore>) -> Start {
         let mut wait: SlotWait = Box::pin(slots.clone().acquire_owned());
-        match wait.as_mut().poll(&mut Context::from_waker(futures_util::task::noop_waker_ref())) {
+        match wait
+            .as_mut()
+            .poll(&mut Context::from_waker(futures_util::task::noop_waker_ref()))
+        {
             Poll::Ready(taken) => Start::RunningSlot(Box::pin(std::future::ready(taken))),
             Poll::Pending => Start::RunningSlot(wait),
         }

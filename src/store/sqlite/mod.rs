@@ -19,14 +19,16 @@
 pub mod schema;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use super::memory::{History, MemoryStore};
 use super::{
-    AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture, MAX_UNSTORED_STATES,
+    AllFeed, AppendError, Census, JobFeed, JobSecrets, ListQuery, NewState, Published, Store, StoreFuture,
+    MAX_UNSTORED_STATES,
 };
 use crate::jobs::labels::Labels;
 use crate::jobs::{JobId, JobStatus};
@@ -36,6 +38,8 @@ use writer::{Row, Writer};
 pub struct SqliteStore {
     memory: MemoryStore,
     writer: Writer,
+    /// The stored jobs' secrets, until the engine takes them at start.
+    restored_secrets: Mutex<HashMap<JobId, Arc<JobSecrets>>>,
 }
 
 impl SqliteStore {
@@ -52,6 +56,7 @@ impl SqliteStore {
         let first_event_id = schema::meta(&connection, "first_event_id").map_err(sqlite)?;
         let horizon = schema::meta(&connection, "horizon").map_err(sqlite)?.unwrap_or(0);
         let mut jobs = Vec::with_capacity(stored.len());
+        let mut restored_secrets = HashMap::new();
         for job in stored {
             let corrupt = |what: &str| OpenError::NotJobcast {
                 path: name.clone(),
@@ -60,6 +65,10 @@ impl SqliteStore {
             let id: JobId = job.id.parse().map_err(|_| corrupt("a malformed id"))?;
             let status: JobStatus = job.status.parse().map_err(|_| corrupt("an unknown status"))?;
             let labels = stored_labels(job.state.as_bytes()).ok_or_else(|| corrupt("malformed labels"))?;
+            if let Some(secrets) = &job.secrets {
+                let secrets = serde_json::from_str(secrets).map_err(|_| corrupt("malformed secrets"))?;
+                restored_secrets.insert(id, Arc::new(secrets));
+            }
             let state = NewState::new(id, Arc::from(job.kind), labels, status, job.seq, Bytes::from(job.state));
             jobs.push((state, job.event_id));
         }
@@ -79,7 +88,11 @@ impl SqliteStore {
         for published in renumbered {
             writer.write_behind(Row::of(&published));
         }
-        Ok(SqliteStore { memory, writer })
+        Ok(SqliteStore {
+            memory,
+            writer,
+            restored_secrets: Mutex::new(restored_secrets),
+        })
     }
 }
 
@@ -115,6 +128,7 @@ impl Store for SqliteStore {
             seq: state.seq,
             event_id: 0,
             json: state.json.clone(),
+            secrets: state.secrets.clone(),
         };
         StoreFuture::Waiting(Box::pin(async move {
             loop {
@@ -165,6 +179,15 @@ impl Store for SqliteStore {
 
     fn durable(&self) -> bool {
         true
+    }
+
+    fn take_restored_secrets(&self) -> HashMap<JobId, Arc<JobSecrets>> {
+        std::mem::take(
+            &mut self
+                .restored_secrets
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     fn holds_back(&self, id: JobId, seq: u64) -> bool {

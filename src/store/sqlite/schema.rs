@@ -9,7 +9,7 @@
 //!
 //! The schema: `jobs` holds each job's latest stored state (the job resource
 //! as JSON, its `seq`, status and server-wide event id, 0 until the state's
-//! fan-out has numbered it); `meta` holds the event-id history (the first
+//! fan-out has numbered it, and the job's secrets); `meta` holds the event-id history (the first
 //! id this database issued, the highest id of a removed job).
 
 use std::path::Path;
@@ -105,7 +105,8 @@ fn create(connection: &Connection) -> rusqlite::Result<()> {
              status TEXT NOT NULL,
              seq INTEGER NOT NULL,
              event_id INTEGER NOT NULL,
-             state TEXT NOT NULL
+             state TEXT NOT NULL,
+             secrets TEXT
          ) WITHOUT ROWID;
          CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
          PRAGMA application_id = {APPLICATION_ID};
@@ -129,11 +130,14 @@ pub struct StoredJob {
     pub seq: u64,
     pub event_id: u64,
     pub state: String,
+    /// [`crate::published::JobSecrets`] as JSON, if the job has any.
+    pub secrets: Option<String>,
 }
 
 /// Every stored job, oldest first (ids are time-ordered).
 pub fn jobs(connection: &Connection) -> rusqlite::Result<Vec<StoredJob>> {
-    let mut statement = connection.prepare("SELECT id, kind, status, seq, event_id, state FROM jobs ORDER BY id")?;
+    let mut statement =
+        connection.prepare("SELECT id, kind, status, seq, event_id, state, secrets FROM jobs ORDER BY id")?;
     let rows = statement.query_map([], |row| {
         Ok(StoredJob {
             id: row.get(0)?,
@@ -142,6 +146,7 @@ pub fn jobs(connection: &Connection) -> rusqlite::Result<Vec<StoredJob>> {
             seq: row.get::<_, i64>(3)? as u64,
             event_id: row.get::<_, i64>(4)? as u64,
             state: row.get(5)?,
+            secrets: row.get(6)?,
         })
     })?;
     rows.collect()

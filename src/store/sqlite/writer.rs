@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 use super::schema;
 use crate::jobs::JobId;
-use crate::published::Published;
+use crate::published::{JobSecrets, Published};
 
 /// How long the writer waits before trying a failed batch again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
@@ -48,6 +48,8 @@ pub struct Row {
     /// 0 until the state's fan-out has numbered it.
     pub event_id: u64,
     pub json: Bytes,
+    /// Written with a job's first state; kept by every later row.
+    pub secrets: Option<Arc<JobSecrets>>,
 }
 
 impl Row {
@@ -59,6 +61,7 @@ impl Row {
             seq: published.seq,
             event_id: published.event_id,
             json: published.json.clone(),
+            secrets: None,
         }
     }
 
@@ -268,15 +271,20 @@ fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
     let transaction = connection.unchecked_transaction()?;
     {
         let mut upsert = transaction.prepare_cached(
-            "INSERT INTO jobs (id, kind, status, seq, event_id, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO jobs (id, kind, status, seq, event_id, state, secrets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (id) DO UPDATE SET
                  kind = excluded.kind, status = excluded.status, seq = excluded.seq,
-                 event_id = excluded.event_id, state = excluded.state
+                 event_id = excluded.event_id, state = excluded.state,
+                 secrets = coalesce(excluded.secrets, jobs.secrets)
              WHERE excluded.seq > jobs.seq OR (excluded.seq = jobs.seq AND excluded.event_id > jobs.event_id)",
         )?;
         let rows = batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values());
         for row in rows {
             let json = std::str::from_utf8(&row.json).expect("serde_json writes UTF-8");
+            let secrets = row
+                .secrets
+                .as_ref()
+                .map(|secrets| serde_json::to_string(&**secrets).expect("secrets serialise"));
             upsert.execute(rusqlite::params![
                 row.job_id.to_string(),
                 &*row.kind,
@@ -284,6 +292,7 @@ fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
                 row.seq as i64,
                 row.event_id as i64,
                 json,
+                secrets,
             ])?;
         }
         let mut delete = transaction.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
