@@ -377,6 +377,8 @@ async fn help_lists_the_server_settings_and_the_client_commands() {
     for expected in [
         "--listen",
         "[default: 127.0.0.1:8080]",
+        "--store",
+        "[default: sqlite:jobcast.db]",
         "--publish-interval",
         "watch",
         "submit",

@@ -69,7 +69,8 @@ function createView(job) {
   const errCode = el('code', 'err-code');
   const errMsg = el('span', 'err-msg');
   const errStage = el('span', 'err-stage');
-  errorBox.append(errCode, errMsg, errStage);
+  const errHint = el('span', 'err-hint');
+  errorBox.append(errCode, errMsg, errStage, errHint);
 
   const result = el('p', 'result');
   const note = el('p', 'note');
@@ -79,7 +80,7 @@ function createView(job) {
   const view = {
     li, badge, started, finished, cancel, retry, bar, fill, pct, segments, stageLine,
     stageName, stagePos, counter, rate, eta, message, errorBox, errCode, errMsg,
-    errStage, result, note, stagesKey: null, segViews: [],
+    errStage, errHint, result, note, stagesKey: null, segViews: [],
   };
   views.set(job.id, view);
   insertInOrder(li, job.id);
@@ -167,6 +168,12 @@ function renderSegments(view, job) {
     setText(sv.status, `: ${s.status}`);
   });
 }
+
+/** What the server's restart codes mean for the job, and what to do. */
+const RESTART_HINTS = {
+  interrupted: 'The server stopped unexpectedly while this job ran. Retry runs it again.',
+  shutdown: 'The server was shut down while this job ran. Retry runs it again.',
+};
 
 /** Brings the card of job `id` up to date: creates it, updates it, or removes it. */
 export function renderCard(id) {
@@ -260,6 +267,9 @@ export function renderCard(id) {
     setText(view.errMsg, error.message || '');
     setText(view.errStage, error.stage ? `in stage ${error.stage}` : '');
     setHidden(view.errStage, !error.stage);
+    const hint = RESTART_HINTS[error.code] || '';
+    setText(view.errHint, hint);
+    setHidden(view.errHint, !hint);
   }
   setAttr(view.errorBox, 'data-kind', job.status);
   setHidden(view.errorBox, !error);

@@ -64,7 +64,9 @@ export JOBCAST_TEST_LOG="$out_dir/server.log"
 export JOBCAST_TEST_OUTPUT="$out_dir"
 # Short reconnect hints and grace keep the tests fast; room for the load test.
 # The clients' kinds file adds an external kind, for the worker token test.
-export JOBCAST_TEST_ARGS="--store memory --retry 1000ms --cancel-grace 3s --max-running 400 --log warn --config $ui_dir/../clients/kinds.toml"
+# Jobs live in a fresh database, as by default, so a restart keeps them.
+rm -f "$out_dir"/jobs.db "$out_dir"/jobs.db-wal "$out_dir"/jobs.db-shm
+export JOBCAST_TEST_ARGS="--store sqlite:$out_dir/jobs.db --retry 1000ms --cancel-grace 3s --max-running 400 --log warn --config $ui_dir/../clients/kinds.toml"
 
 # shellcheck disable=SC2086 # the arguments are split on purpose
 "$bin" --listen "$JOBCAST_TEST_ADDR" $JOBCAST_TEST_ARGS >>"$JOBCAST_TEST_LOG" 2>&1 &

@@ -39,10 +39,11 @@ pub struct WorkerSettings {
 
 /// Error codes a worker may not use in `fail`: they mean something the
 /// server decides.
-pub const RESERVED_CODES: [&str; 5] = [
+pub const RESERVED_CODES: [&str; 6] = [
     JobError::CANCELLED,
     "cancel_forced",
     "shutdown",
+    "interrupted",
     "heartbeat_timeout",
     "start_timeout",
 ];

@@ -2,6 +2,7 @@
 // ui/run-tests.sh, which starts the server and passes its address.
 'use strict';
 
+const fs = require('node:fs');
 const assert = require('node:assert/strict');
 const { after, before, describe, test } = require('node:test');
 const h = require('./helpers');
@@ -501,7 +502,7 @@ describe('dashboard', () => {
     await done(page);
   });
 
-  test('after a server crash and restart the page says it is reconnecting, then shows jobs created since', { timeout: 90000, skip: !h.canRestartServer() && 'needs ui/run-tests.sh to restart the server' }, async () => {
+  test('after a server crash and restart the page says it is reconnecting, shows the interrupted job with its hint, then jobs created since', { timeout: 90000, skip: !h.canRestartServer() && 'needs ui/run-tests.sh to restart the server' }, async () => {
     const page = await open();
     const before = await h.createJob({ stages: [{ name: 'early', weight: 1, steps: 3 }], step_ms: 0 });
     await h.waitForBadge(page, before.id, 'completed');
@@ -534,10 +535,28 @@ describe('dashboard', () => {
     assert.equal(ids.length, new Set(ids).size, 'no job is shown twice');
     assert.ok(ids.length >= shownBefore + 2, 'jobs from before the restart are still shown');
     assert.ok(ids.indexOf(slow.id) < ids.indexOf(before.id), 'newest first');
-    // The job that was running is marked lost, not left "running" forever.
-    await page.waitForSelector(`${card(orphan.id)}.gone .badge[data-status="gone"]`);
-    assert.equal(await h.cardText(page, orphan.id, '.badge'), 'lost');
+    // The job that was running ends failed, interrupted, not left "running"
+    // forever: its card says why and offers a retry.
+    await h.waitForBadge(page, orphan.id, 'failed', 10000);
+    assert.equal(await h.cardText(page, orphan.id, '.err-code'), 'interrupted');
+    assert.match(await h.cardText(page, orphan.id, '.err-hint'), /stopped unexpectedly.*Retry runs it again/);
+    assert.ok(await page.isVisible(`${card(orphan.id)} .err-hint`));
+    assert.ok(await page.isVisible(`${card(orphan.id)} button.retry`));
     assert.ok(await page.isHidden(`${card(orphan.id)} button.cancel`));
+    await h.screenshot(page, 'interrupted');
+
+    // A restart that lost its database: a job the page saw running is
+    // marked lost, not left "running" forever.
+    const stuck = await h.createJob({ stages: [{ name: 'forgotten', weight: 1, steps: 100 }], step_ms: 200 });
+    await h.waitForBadge(page, stuck.id, 'running');
+    await h.stopServer('SIGKILL');
+    await page.waitForSelector('#conn[data-state="reconnecting"]');
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${h.OUTPUT_DIR}/jobs.db${suffix}`, { force: true });
+    await h.startServer();
+    await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
+    await page.waitForSelector(`${card(stuck.id)}.gone .badge[data-status="gone"]`);
+    assert.equal(await h.cardText(page, stuck.id, '.badge'), 'lost');
+    assert.ok(await page.isHidden(`${card(stuck.id)} button.cancel`));
     assert.match(await page.textContent('#summary'), /1 lost/);
     await h.screenshot(page, 'reconnected');
     await done(page);
