@@ -225,7 +225,10 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut job = self.get_job(id).await;
         while !matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
-            assert!(tokio::time::Instant::now() < deadline, "job {id} did not end in time");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} did not end in time: {job}"
+            );
             let url = self.url(&format!("/v1/jobs/{id}?wait_seconds=5&after_seq={}", job["seq"]));
             job = self.client.get(url).send().await.unwrap().json().await.unwrap();
         }

@@ -612,3 +612,46 @@ async fn idempotency_keys_and_worker_tokens_outlive_a_crash() {
     assert_eq!(finished.status(), 200);
     assert_eq!(api.get_job(&id).await["status"], "completed");
 }
+
+#[tokio::test]
+async fn a_create_whose_client_goes_away_leaves_a_job_that_runs_or_none() {
+    let mut server = Restartable::start(&["--max-queued", "4"]).await;
+    let body = json!({"kind": "demo", "params": {"stages": [{"name": "s", "steps": 1}], "step_ms": 0}});
+    // Over HTTP/2 a request given up is reset at once, and the server drops
+    // its handler wherever it is.
+    let h2c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for attempt in 0..60u64 {
+        // Cut off at varied points: before, during and after the commit.
+        let cut = Duration::from_micros(100 + attempt * 97 % 4000);
+        let _ = h2c
+            .post(server.api.url("/v1/jobs"))
+            .json(&body)
+            .timeout(cut)
+            .send()
+            .await;
+    }
+    let api = &server.api;
+    for job in api.get_json("/v1/jobs?limit=100").await["jobs"].as_array().unwrap() {
+        let ended = api.get_job_when_terminal(&id_of(job)).await;
+        assert_eq!(ended["status"], "completed", "every stored job runs: {ended}");
+    }
+    // No place in the queue is held by a job that never runs.
+    for _ in 0..4 {
+        api.create_demo(json!({"delay_ms": 600_000})).await;
+    }
+    server.restart(Stop::Kill).await;
+    let jobs = server.api.get_json("/v1/jobs?limit=100").await;
+    for job in jobs["jobs"].as_array().unwrap() {
+        if job["params"]["delay_ms"].is_null() {
+            let ended = server.api.get_job_when_terminal(&id_of(job)).await;
+            assert_eq!(ended["status"], "completed", "every stored job runs: {ended}");
+        } else {
+            // Stored running, or still queued when its running state was
+            // not yet written: either way it is not stuck queued.
+            let job = server.api.get_job(&id_of(job)).await;
+            if job["error"]["code"] != "interrupted" {
+                server.api.wait_for_status(&id_of(&job), "running").await;
+            }
+        }
+    }
+}

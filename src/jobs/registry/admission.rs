@@ -75,11 +75,7 @@ impl Registry {
         };
         loop {
             match self.look_up_key(&key) {
-                Lookup::Claimed(claim) => {
-                    let created = self.admit(request, Some(&claim)).await?;
-                    claim.keep();
-                    return Ok(created);
-                }
+                Lookup::Claimed(mut claim) => return self.admit(request, Some(&mut claim)).await,
                 Lookup::Wait(settled) => settled.cancelled().await,
                 Lookup::Taken(job_id, asked) => {
                     if !asked.is_same(&request) {
@@ -105,7 +101,12 @@ impl Registry {
     }
 
     /// Creates a job; a `claim` is told the job's id before the job can end.
-    async fn admit(&self, request: JobRequest, claim: Option<&KeyClaim<'_>>) -> Result<Created, CreateError> {
+    ///
+    /// Once the job has an id, the rest (committing its first state, then
+    /// handing it to its task) runs in a task of its own: a request that goes
+    /// away meanwhile (the client disconnected) leaves either a job that runs
+    /// or no job, never one that is stored but never started.
+    async fn admit(&self, request: JobRequest, claim: Option<&mut KeyClaim<'_>>) -> Result<Created, CreateError> {
         if self.is_shutting_down() {
             return Err(CreateError::ShuttingDown);
         }
@@ -129,8 +130,8 @@ impl Registry {
         }
         let id = JobId::generate();
         let (params, labels) = (Arc::new(params), Arc::new(labels));
-        if let Some(claim) = claim {
-            claim.name_job(
+        let key = claim.map(|claim| {
+            let settled = claim.name_job(
                 id,
                 Asked {
                     kind: kind.shared_name(),
@@ -139,36 +140,53 @@ impl Registry {
                     retry_of,
                 },
             );
-        }
+            (claim.parts(), settled)
+        });
         let worker_token = matches!(prepared, Prepared::External(_)).then(WorkerToken::generate);
         let secrets = JobSecrets {
-            idempotency_key: claim.map(KeyClaim::parts),
+            idempotency_key: key.as_ref().map(|(parts, _)| parts.clone()),
             worker_token: worker_token.as_ref().map(|token| token.as_str().to_owned()),
         };
-        let (publisher, first) = Publisher::start(
-            JobModel::new(id, kind.shared_name(), params, Utc::now())
-                .with_labels(labels)
-                .with_retry_of(retry_of),
-            (secrets != JobSecrets::default()).then_some(secrets),
-            &self.inner.store,
-            self.inner.settings.publish_interval,
-            self.inner.metrics.clone(),
-        );
-        let control = self.control_for(publisher);
-        // Tracked before its first state is visible, so that a cancel
-        // arriving at once finds its control.
-        self.controls().insert(id, control.clone());
-        let job = match first.await {
-            Ok(job) => job,
-            Err(error) => {
-                self.controls().remove(&id);
-                control.leave_queue(&self.inner.queued);
-                return Err(error.into());
+        let model = JobModel::new(id, kind.shared_name(), params, Utc::now())
+            .with_labels(labels)
+            .with_retry_of(retry_of);
+        let secrets = (secrets != JobSecrets::default()).then_some(secrets);
+        let registry = self.clone();
+        let kind = kind.clone();
+        let admitted = self.inner.tracker.spawn(async move {
+            let store = registry.inner.store.clone();
+            let (publisher, first) = Publisher::start(
+                model,
+                secrets,
+                &store,
+                registry.inner.settings.publish_interval,
+                registry.inner.metrics.clone(),
+            );
+            let control = registry.control_for(publisher);
+            // Tracked before its first state is visible, so that a cancel
+            // arriving at once finds its control.
+            registry.controls().insert(id, control.clone());
+            let committed = first.await;
+            match &committed {
+                Ok(_) => {
+                    registry.inner.metrics.jobs_created.inc();
+                    registry.launch(&kind, prepared, control, worker_token.clone());
+                    tracing::info!(job_id = %id, kind = %kind.name(), "job created");
+                }
+                Err(_) => {
+                    registry.controls().remove(&id);
+                    control.leave_queue(&registry.inner.queued);
+                    registry.forget_key(id);
+                }
             }
-        };
-        self.inner.metrics.jobs_created.inc();
-        self.launch(kind, prepared, control, worker_token.clone());
-        tracing::info!(job_id = %id, kind = %kind.name(), "job created");
+            // Requests waiting on the key look again: they find the job, or
+            // a free key.
+            if let Some((_, Some(settled))) = key {
+                settled.cancel();
+            }
+            committed.map(|job| (job, worker_token))
+        });
+        let (job, worker_token) = admitted.await.expect("admission does not panic")?;
         Ok(Created {
             job,
             worker_token,

@@ -108,49 +108,47 @@ pub(super) enum Lookup<'a> {
 }
 
 /// A request's hold on a key while it creates the key's job. Dropped
-/// without [`KeyClaim::keep`] (the creation failed, or the request went
-/// away), it gives the key up; either way its waiters are woken.
+/// before it names a job (the request was refused, or went away), it gives
+/// the key up and wakes its waiters. Once it names a job, the job's
+/// admission owns the outcome: it wakes the waiters when the job is stored,
+/// or gives the key up if it could not be.
 pub(super) struct KeyClaim<'a> {
     registry: &'a Registry,
     key: IdempotencyKey,
     id: u64,
     settled: CancellationToken,
-    kept: bool,
+    named: bool,
 }
 
 impl KeyClaim<'_> {
-    /// Names the key's job, before anything can end that job.
-    pub fn name_job(&self, job_id: JobId, asked: Asked) {
+    /// Names the key's job, before anything can end that job; answers the
+    /// token that wakes the key's waiters, for the admission to fire (None
+    /// if the claim was given up meanwhile).
+    pub fn name_job(&mut self, job_id: JobId, asked: Asked) -> Option<CancellationToken> {
         let mut index = lock(&self.registry.inner.keys);
-        if let Some(claim) = index.keys.get_mut(&self.key).filter(|claim| claim.id == self.id) {
-            claim.job = Some((job_id, Arc::new(asked)));
-            index.of_job.insert(job_id, self.key.clone());
-        }
+        let claim = index.keys.get_mut(&self.key).filter(|claim| claim.id == self.id)?;
+        claim.job = Some((job_id, Arc::new(asked)));
+        index.of_job.insert(job_id, self.key.clone());
+        self.named = true;
+        Some(self.settled.clone())
     }
 
     /// The key's owner and text, for the store to keep with the job.
     pub fn parts(&self) -> (Option<String>, String) {
         (self.key.owner.clone(), self.key.key.clone())
     }
-
-    /// The job was created: the key stays with it.
-    pub fn keep(mut self) {
-        self.kept = true;
-    }
 }
 
 impl Drop for KeyClaim<'_> {
     fn drop(&mut self) {
-        if !self.kept {
-            let mut index = lock(&self.registry.inner.keys);
-            if index.keys.get(&self.key).is_some_and(|claim| claim.id == self.id) {
-                if let Some(claim) = index.keys.remove(&self.key) {
-                    if let Some((job_id, _)) = claim.job {
-                        index.of_job.remove(&job_id);
-                    }
-                }
-            }
+        if self.named {
+            return;
         }
+        let mut index = lock(&self.registry.inner.keys);
+        if index.keys.get(&self.key).is_some_and(|claim| claim.id == self.id) {
+            index.keys.remove(&self.key);
+        }
+        drop(index);
         self.settled.cancel();
     }
 }
@@ -183,7 +181,7 @@ impl Registry {
             key: key.clone(),
             id,
             settled,
-            kept: false,
+            named: false,
         })
     }
 
