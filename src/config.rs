@@ -49,17 +49,17 @@ pub enum StoreChoice {
     Sqlite(PathBuf),
     /// Nothing outlives the process (tests, throwaway runs).
     Memory,
+    /// A Redis server that several instances share (`redis://HOST:PORT[/DB]`).
+    Redis(String),
 }
 
 /// The text is not a store this server can use.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreChoiceError {
-    #[error("{0:?} is not a store: use sqlite:PATH or memory")]
+    #[error("{0:?} is not a store: use sqlite:PATH, redis://HOST:PORT or memory")]
     Unknown(String),
     #[error("sqlite: needs a path, as in sqlite:jobcast.db")]
     NoPath,
-    #[error("{0:?}: several instances on Redis are not supported yet; use sqlite:PATH or memory")]
-    Redis(String),
 }
 
 impl FromStr for StoreChoice {
@@ -77,7 +77,7 @@ impl FromStr for StoreChoice {
             return Ok(StoreChoice::Sqlite(PathBuf::from(path)));
         }
         if text.starts_with("redis://") || text.starts_with("rediss://") {
-            return Err(StoreChoiceError::Redis(text.to_owned()));
+            return Ok(StoreChoice::Redis(text.to_owned()));
         }
         Err(StoreChoiceError::Unknown(text.to_owned()))
     }
@@ -88,6 +88,7 @@ impl fmt::Display for StoreChoice {
         match self {
             StoreChoice::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
             StoreChoice::Memory => f.write_str("memory"),
+            StoreChoice::Redis(url) => f.write_str(url),
         }
     }
 }

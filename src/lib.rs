@@ -88,6 +88,7 @@ pub use server::{TlsError, Transport};
 use config::StoreChoice;
 use jobs::registry::{EngineSettings, Registry};
 use store::memory::MemoryStore;
+use store::redis::RedisStore;
 use store::sqlite::SqliteStore;
 use store::Store;
 
@@ -102,6 +103,11 @@ pub enum StartError {
     Store {
         store: StoreChoice,
         source: store::sqlite::OpenError,
+    },
+    #[error("cannot use the store {store}: {source}")]
+    SharedStore {
+        store: StoreChoice,
+        source: store::redis::OpenError,
     },
     #[error("{0}")]
     KindsFile(#[from] kinds::file::KindsFileError),
@@ -130,7 +136,16 @@ impl App {
                 store: config.store.clone(),
                 source,
             })?),
+            StoreChoice::Redis(url) => {
+                Arc::new(RedisStore::open(url).await.map_err(|source| StartError::SharedStore {
+                    store: config.store.clone(),
+                    source,
+                })?)
+            }
         };
+        // Only a store this process alone writes holds jobs for it to take
+        // over; on a shared one, other instances run theirs.
+        let store_is_durable = store.durable();
         let metrics = Arc::new(metrics::Metrics::new());
         let registry = Registry::new(
             store,
@@ -146,7 +161,9 @@ impl App {
             metrics.clone(),
             shutdown,
         );
-        registry.recover().await;
+        if store_is_durable {
+            registry.recover().await;
+        }
         Ok(App {
             state: AppState::new(registry, metrics, config),
         })

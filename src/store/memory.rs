@@ -260,6 +260,58 @@ impl MemoryStore {
         Ok(published)
     }
 
+    /// An empty store whose event ids are given by another (a shared
+    /// backend), starting at 1: see [`MemoryStore::mirror`].
+    pub(crate) fn numbered_elsewhere() -> Self {
+        Self::with_hub(Hub {
+            next_event_id: 1,
+            first_event_id: 1,
+            horizon: 0,
+            sender: broadcast::channel(ALL_CHANNEL_CAPACITY).0,
+            latest: BTreeMap::new(),
+        })
+    }
+
+    /// Takes a state that a shared backend has stored and numbered
+    /// `event_id`, if it is newer than the one held (a mirror may have
+    /// missed states, and may be sent one twice); answers it as published.
+    pub(crate) fn mirror(&self, state: NewState, event_id: u64) -> Option<Arc<Published>> {
+        let mut slots = write(&self.slots);
+        let slot = slots.get(&state.job_id).cloned();
+        let published = Arc::new(Published::stamp(state, event_id));
+        match slot {
+            Some(slot) => {
+                let mut slot = lock(&slot.state);
+                if published.seq <= slot.latest.seq || slot.latest.status.is_terminal() {
+                    return None;
+                }
+                slot.latest = published.clone();
+                if let Some(sender) = &slot.sender {
+                    let _ = sender.send(published.clone());
+                }
+                if published.status.is_terminal() {
+                    slot.sender = None;
+                }
+            }
+            None => {
+                let sender = (!published.status.is_terminal()).then(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0);
+                let slot = Slot {
+                    state: Mutex::new(SlotState {
+                        latest: published.clone(),
+                        sender,
+                    }),
+                };
+                slots.insert(published.job_id, Arc::new(slot));
+            }
+        }
+        drop(slots);
+        let mut hub = self.hub();
+        hub.next_event_id = hub.next_event_id.max(event_id + 1);
+        hub.latest.insert(published.job_id, published.clone());
+        let _ = hub.sender.send(published.clone());
+        Some(published)
+    }
+
     /// Appends (or, for `seq` 1, inserts) a state and answers it as
     /// published: for a store that keeps this one as its in-memory side.
     pub(crate) fn publish(&self, state: NewState) -> Result<Arc<Published>, AppendError> {

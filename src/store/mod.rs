@@ -17,6 +17,7 @@
 //! many subscribers) pays nothing for the backends that must wait.
 
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use std::collections::HashMap;

@@ -10,6 +10,7 @@ mod examples;
 mod fanout;
 mod get;
 mod helpers;
+mod instances;
 mod job_stream;
 mod job_stream_load;
 mod job_stream_resume;

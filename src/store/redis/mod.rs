@@ -1,0 +1,423 @@
+//! Several instances, one service: jobs in a Redis server they share.
+//!
+//! Redis holds the truth. Each job's latest state is a hash
+//! (`jc:v1:job:{id}`: its JSON, `seq`, status and the server-wide event id,
+//! `gid`); `jc:v1:jobs` lists the jobs by creation; every change goes, in
+//! order, on the stream `jc:v1:events`, whose entry ids are `<gid>-0`. One
+//! Lua script (`apply.lua`) is the only write of a state: a compare-and-set
+//! on the stored `seq` and "not terminal" (the fence against a second
+//! writer), the next `gid`, the hash and the stream entry in one atomic
+//! step. Removal (`remove.lua`) puts a `removed` entry on the stream.
+//!
+//! Each instance keeps a mirror of every retained job in a [`MemoryStore`],
+//! numbered by `gid` and fed by one reader of the stream (`XREAD BLOCK` from
+//! the last `gid` it applied). Reads, job streams and the all-jobs stream
+//! are answered from the mirror, with the rules of the single process, and
+//! each instance receives each published state from Redis once, however
+//! many of its clients watch it. States are written by one writer task per
+//! instance, in order: a progress state without waiting; a first or
+//! terminal state (a commit) answers once Redis has it and the mirror has
+//! applied it, so that whoever the caller tells next finds it on any
+//! instance.
+//!
+//! While Redis cannot be reached the store is unavailable (`/readyz` 503,
+//! creation 503); states already handed to the writer wait for it, and the
+//! reader catches up from its last `gid` when it is back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::memory::MemoryStore;
+use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture};
+use crate::jobs::labels::Labels;
+use crate::jobs::{JobId, JobStatus};
+
+/// Every key starts with this: the schema's version is in it.
+const PREFIX: &str = "jc:v1:";
+/// About how many changes the events stream keeps (`MAXLEN ~`).
+const STREAM_LENGTH: u64 = 100_000;
+/// How long the writer and the reader wait before trying Redis again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long one blocking read of the events stream waits.
+const READ_BLOCK: Duration = Duration::from_secs(5);
+/// Stream entries read at once.
+const READ_COUNT: usize = 512;
+
+/// Why the store cannot be used at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{url} is not a Redis URL: {source}")]
+    Url { url: String, source: redis::RedisError },
+    #[error("cannot reach Redis at {url}: {source}")]
+    Connect { url: String, source: redis::RedisError },
+}
+
+pub struct RedisStore {
+    mirror: Arc<MemoryStore>,
+    writes: mpsc::UnboundedSender<Write>,
+    /// The highest `gid` the mirror has applied.
+    applied: watch::Receiver<u64>,
+    healthy: Arc<AtomicBool>,
+    commands: ConnectionManager,
+}
+
+/// A state for the writer, with whoever waits for it.
+struct Write {
+    job_id: JobId,
+    follows: u64,
+    seq: u64,
+    status: JobStatus,
+    json: Bytes,
+    kind: Arc<str>,
+    secrets: String,
+    /// A commit's answer: the state's `gid`, or why it was not stored.
+    done: Option<oneshot::Sender<Result<u64, AppendError>>>,
+}
+
+impl Write {
+    fn of(state: &NewState) -> Write {
+        Write {
+            job_id: state.job_id,
+            follows: state.follows,
+            seq: state.seq,
+            status: state.status,
+            json: state.json.clone(),
+            kind: state.kind.clone(),
+            secrets: state
+                .secrets
+                .as_ref()
+                .map(|secrets| serde_json::to_string(&**secrets).expect("secrets serialise"))
+                .unwrap_or_default(),
+            done: None,
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url`, reads every retained job into the
+    /// mirror, and starts the writer and the stream reader.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let client = Client::open(url).map_err(|source| OpenError::Url {
+            url: url.to_owned(),
+            source,
+        })?;
+        let connect = |source| OpenError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let mut commands = ConnectionManager::new(client.clone()).await.map_err(connect)?;
+        // Everything after this gid is read from the stream; what the load
+        // below also sees is applied once (the mirror keeps the newer).
+        let from: u64 = commands
+            .get::<_, Option<u64>>(key("gid"))
+            .await
+            .map_err(connect)?
+            .unwrap_or(0);
+        let mirror = Arc::new(MemoryStore::numbered_elsewhere());
+        load(&mut commands, &mirror).await.map_err(connect)?;
+        let (applied_sender, applied) = watch::channel(from);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (writes, pending) = mpsc::unbounded_channel();
+        tokio::spawn(write_states(commands.clone(), pending, healthy.clone()));
+        tokio::spawn(follow_events(
+            client,
+            mirror.clone(),
+            applied_sender,
+            healthy.clone(),
+            from,
+        ));
+        Ok(RedisStore {
+            mirror,
+            writes,
+            applied,
+            healthy,
+            commands,
+        })
+    }
+
+    /// Waits until the mirror has applied `gid`.
+    async fn mirrored(&self, gid: u64) {
+        let mut applied = self.applied.clone();
+        // The reader never stops while the store lives.
+        let _ = applied.wait_for(|&applied| applied >= gid).await;
+    }
+}
+
+fn key(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+/// Reads every retained job into `mirror`.
+async fn load(commands: &mut ConnectionManager, mirror: &MemoryStore) -> redis::RedisResult<()> {
+    let ids: Vec<String> = commands.zrange(key("jobs"), 0, -1).await?;
+    for chunk in ids.chunks(READ_COUNT) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.cmd("HMGET")
+                .arg(key(&format!("job:{id}")))
+                .arg(&["seq", "status", "kind", "json", "gid"]);
+        }
+        let rows: Vec<(
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<u64>,
+        )> = pipe.query_async(commands).await?;
+        for (id, row) in chunk.iter().zip(rows) {
+            let (Some(seq), Some(status), Some(kind), Some(json), Some(gid)) = row else {
+                continue;
+            };
+            match state_of(id, seq, &status, &kind, json) {
+                Some(state) => {
+                    mirror.mirror(state, gid);
+                }
+                None => tracing::error!(job_id = %id, "a job in Redis is malformed; left out"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stored state as the mirror takes it; None when malformed.
+fn state_of(id: &str, seq: u64, status: &str, kind: &str, json: Vec<u8>) -> Option<NewState> {
+    let id: JobId = id.parse().ok()?;
+    let status: JobStatus = status.parse().ok()?;
+    let labels = labels_of(&json)?;
+    Some(NewState::new(
+        id,
+        Arc::from(kind),
+        labels,
+        status,
+        seq,
+        Bytes::from(json),
+    ))
+}
+
+/// The labels in a job's JSON (none when it has none).
+fn labels_of(json: &[u8]) -> Option<Arc<Labels>> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        labels: Option<serde_json::Value>,
+    }
+    let stored: Stored = serde_json::from_slice(json).ok()?;
+    match stored.labels {
+        None | Some(serde_json::Value::Null) => Some(Arc::default()),
+        Some(labels) => Labels::from_json(labels).ok().map(Arc::new),
+    }
+}
+
+/// The writer: applies states in the order they were handed over. A new
+/// job is refused at once while Redis is away; any other state waits for it.
+async fn write_states(
+    mut connection: ConnectionManager,
+    mut writes: mpsc::UnboundedReceiver<Write>,
+    healthy: Arc<AtomicBool>,
+) {
+    let apply = Script::new(include_str!("apply.lua"));
+    while let Some(write) = writes.recv().await {
+        let answer = loop {
+            let invoked = apply
+                .arg(PREFIX)
+                .arg(write.job_id.to_string())
+                .arg(write.follows)
+                .arg(write.seq)
+                .arg(write.status.as_str())
+                .arg(u8::from(write.status.is_terminal()))
+                .arg(write.json.as_ref())
+                .arg(&*write.kind)
+                .arg(&write.secrets)
+                .arg(STREAM_LENGTH)
+                .invoke_async::<Vec<i64>>(&mut connection)
+                .await;
+            match invoked {
+                Ok(answer) => {
+                    healthy.store(true, Ordering::Release);
+                    break Ok(answer);
+                }
+                Err(error) => {
+                    healthy.store(false, Ordering::Release);
+                    if write.follows == 0 {
+                        break Err(AppendError::Unavailable(error.to_string()));
+                    }
+                    tracing::warn!(job_id = %write.job_id, %error, "a job's state waits for Redis");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        };
+        let result = answer.and_then(|answer| match answer.as_slice() {
+            [1, gid] => Ok(*gid as u64),
+            [0, stored, terminal] => Err(AppendError::Conflict {
+                job_id: write.job_id,
+                seq: write.seq,
+                stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
+            }),
+            other => Err(AppendError::Unavailable(format!(
+                "unexpected answer from Redis: {other:?}"
+            ))),
+        });
+        match write.done {
+            Some(done) => {
+                let _ = done.send(result);
+            }
+            None => {
+                if let Err(error) = result {
+                    tracing::error!(job_id = %write.job_id, %error, "Redis refused a job's state");
+                }
+            }
+        }
+    }
+}
+
+/// The reader: applies every change on the events stream to the mirror, in
+/// `gid` order, from `last` on; reconnects and goes on from where it was.
+async fn follow_events(
+    client: Client,
+    mirror: Arc<MemoryStore>,
+    applied: watch::Sender<u64>,
+    healthy: Arc<AtomicBool>,
+    mut last: u64,
+) {
+    // A blocking read holds its connection: one of its own, whose answers
+    // may take as long as the read blocks.
+    let config = AsyncConnectionConfig::new().set_response_timeout(Some(READ_BLOCK + Duration::from_secs(5)));
+    let options = StreamReadOptions::default()
+        .block(READ_BLOCK.as_millis() as usize)
+        .count(READ_COUNT);
+    let mut connection: Option<MultiplexedConnection> = None;
+    loop {
+        let reader = match &mut connection {
+            Some(reader) => reader,
+            None => match client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(reader) => connection.insert(reader),
+                Err(error) => {
+                    healthy.store(false, Ordering::Release);
+                    tracing::warn!(%error, "cannot reach Redis for the events stream; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let read: redis::RedisResult<Option<StreamReadReply>> = reader
+            .xread_options(&[key("events")], &[format!("{last}-0")], &options)
+            .await;
+        match read {
+            Ok(reply) => {
+                for stream in reply.into_iter().flat_map(|reply| reply.keys) {
+                    for entry in stream.ids {
+                        if let Some(gid) = apply_entry(&mirror, &entry) {
+                            last = gid;
+                        }
+                    }
+                }
+                applied.send_replace(last);
+            }
+            Err(error) => {
+                connection = None;
+                healthy.store(false, Ordering::Release);
+                tracing::warn!(%error, "the events stream was cut; reading again from where it was");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Applies one stream entry to the mirror; answers its `gid`.
+fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<u64> {
+    let gid: u64 = entry.id.split('-').next()?.parse().ok()?;
+    let field = |name: &str| -> Option<Vec<u8>> { entry.get(name) };
+    let id = String::from_utf8(field("id")?).ok()?;
+    if field("removed").is_some() {
+        if let Ok(job_id) = id.parse() {
+            mirror.remove(job_id);
+        }
+        return Some(gid);
+    }
+    let seq: u64 = String::from_utf8(field("seq")?).ok()?.parse().ok()?;
+    let status = String::from_utf8(field("status")?).ok()?;
+    let kind = String::from_utf8(field("kind")?).ok()?;
+    match state_of(&id, seq, &status, &kind, field("json")?) {
+        Some(state) => {
+            mirror.mirror(state, gid);
+        }
+        None => tracing::error!(job_id = %id, gid, "a change on the events stream is malformed; skipped"),
+    }
+    Some(gid)
+}
+
+impl Store for RedisStore {
+    fn append(&self, state: NewState) -> Result<(), AppendError> {
+        self.writes
+            .send(Write::of(&state))
+            .map_err(|_| AppendError::Unavailable("the Redis writer stopped".to_owned()))
+    }
+
+    fn commit(&self, state: NewState) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
+        let (done, answer) = oneshot::channel();
+        let sent = self.writes.send(Write {
+            done: Some(done),
+            ..Write::of(&state)
+        });
+        if sent.is_err() {
+            return StoreFuture::ready(Err(AppendError::Unavailable("the Redis writer stopped".to_owned())));
+        }
+        StoreFuture::Waiting(Box::pin(async move {
+            let gid = answer
+                .await
+                .unwrap_or_else(|_| Err(AppendError::Unavailable("the Redis writer stopped".to_owned())))?;
+            self.mirrored(gid).await;
+            Ok(Arc::new(Published::stamp(state, gid)))
+        }))
+    }
+
+    fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
+        self.mirror.get(id)
+    }
+
+    fn list<'a>(&'a self, query: &'a ListQuery) -> StoreFuture<'a, Vec<Arc<Published>>> {
+        self.mirror.list(query)
+    }
+
+    fn subscribe(&self, id: JobId) -> StoreFuture<'_, Option<JobFeed>> {
+        self.mirror.subscribe(id)
+    }
+
+    fn subscribe_all(&self, after: Option<u64>) -> StoreFuture<'_, AllFeed> {
+        self.mirror.subscribe_all(after)
+    }
+
+    fn remove(&self, id: JobId) {
+        let mut commands = self.commands.clone();
+        tokio::spawn(async move {
+            let removed: redis::RedisResult<i64> = Script::new(include_str!("remove.lua"))
+                .arg(PREFIX)
+                .arg(id.to_string())
+                .arg(STREAM_LENGTH)
+                .invoke_async(&mut commands)
+                .await;
+            if let Err(error) = removed {
+                tracing::warn!(job_id = %id, %error, "could not remove an ended job from Redis");
+            }
+        });
+    }
+
+    fn census(&self) -> StoreFuture<'_, Census> {
+        self.mirror.census()
+    }
+
+    fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        self.mirror.close()
+    }
+}

@@ -1,0 +1,154 @@
+//! Several instances on one Redis (CONTRACT.md, "Several instances"): real
+//! `redis-server` and `jobcast` processes, started by the tests.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::helpers::{id_of, TestApp, BIN, WAIT};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of the test's own, with AOF on, in a temporary directory.
+struct Redis {
+    dir: PathBuf,
+    port: u16,
+    _child: Child,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("jobcast-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server starts");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Redis {
+            dir,
+            port,
+            _child: child,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A jobcast process on the shared Redis.
+struct Instance {
+    api: TestApp,
+    _child: Child,
+}
+
+impl Instance {
+    async fn start(redis: &Redis, args: &[&str]) -> Instance {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--store",
+                &redis.url(),
+                "--log",
+                "warn",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let api = TestApp::client_of(format!("http://127.0.0.1:{port}"));
+        api.eventually("the instance to be ready", || async {
+            let ready = api.client.get(api.url("/readyz")).send().await;
+            ready.is_ok_and(|response| response.status() == 200)
+        })
+        .await;
+        Instance { api, _child: child }
+    }
+}
+
+#[tokio::test]
+async fn a_job_on_one_instance_is_read_and_streamed_whole_on_another() {
+    let redis = Redis::start().await;
+    let (a, b) = (Instance::start(&redis, &[]).await, Instance::start(&redis, &[]).await);
+    let job = a
+        .api
+        .create_demo(json!({"stages": [{"name": "one", "steps": 20}, {"name": "two", "steps": 20}], "step_ms": 5, "delay_ms": 300}))
+        .await;
+    let id = id_of(&job);
+    assert_eq!(
+        b.api.get_job(&id).await["id"],
+        job["id"],
+        "the 202 means every instance knows the job"
+    );
+    let mut on_a = a.api.subscribe(&id).await;
+    let mut on_b = b.api.subscribe(&id).await;
+    let (seen_a, seen_b) = (on_a.all().await, on_b.all().await);
+    for seen in [&seen_a, &seen_b] {
+        assert_eq!(seen[0].event, "snapshot");
+        let seqs: Vec<u64> = seen.iter().map(|event| event.seq()).collect();
+        assert!(
+            seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "every seq once, in order: {seqs:?}"
+        );
+        assert_eq!(seen.iter().filter(|event| event.is_terminal()).count(), 1);
+        assert_eq!(seen.last().unwrap().event, "completed");
+    }
+    assert_eq!(seen_a.last().unwrap().data, seen_b.last().unwrap().data);
+    let ended = b.api.get_job(&id).await;
+    assert_eq!(ended, seen_b.last().unwrap().data);
+    let listed = b.api.get_json("/v1/jobs").await;
+    assert_eq!(listed["jobs"][0], ended);
+}
+
+#[tokio::test]
+async fn the_all_jobs_stream_of_any_instance_shows_every_job_with_growing_ids() {
+    let redis = Redis::start().await;
+    let (a, b) = (Instance::start(&redis, &[]).await, Instance::start(&redis, &[]).await);
+    let mut firehose = b.api.stream("/v1/events", HeaderMap::new()).await;
+    let quick = json!({"stages": [{"name": "s", "steps": 2}], "step_ms": 1});
+    let on_a = id_of(&a.api.create_demo(quick.clone()).await);
+    let on_b = id_of(&b.api.create_demo(quick).await);
+    let mut ended = std::collections::BTreeSet::new();
+    let mut last_id = 0u64;
+    while ended.len() < 2 {
+        let event = firehose.next().await.expect("the stream stays open");
+        let event_id: u64 = event.id.parse().unwrap();
+        assert!(event_id > last_id, "ids strictly increase: {event_id} after {last_id}");
+        last_id = event_id;
+        if event.is_terminal() {
+            ended.insert(event.data["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(ended, [on_a, on_b].into_iter().collect());
+}
