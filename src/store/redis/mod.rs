@@ -154,6 +154,15 @@ fn key(name: &str) -> String {
     format!("{PREFIX}{name}")
 }
 
+/// A job's hash as read: `seq`, status, kind, JSON and `gid`.
+type StoredRow = (
+    Option<u64>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<u64>,
+);
+
 /// Reads every retained job into `mirror`.
 async fn load(commands: &mut ConnectionManager, mirror: &MemoryStore) -> redis::RedisResult<()> {
     let ids: Vec<String> = commands.zrange(key("jobs"), 0, -1).await?;
@@ -164,13 +173,7 @@ async fn load(commands: &mut ConnectionManager, mirror: &MemoryStore) -> redis::
                 .arg(key(&format!("job:{id}")))
                 .arg(&["seq", "status", "kind", "json", "gid"]);
         }
-        let rows: Vec<(
-            Option<u64>,
-            Option<String>,
-            Option<String>,
-            Option<Vec<u8>>,
-            Option<u64>,
-        )> = pipe.query_async(commands).await?;
+        let rows: Vec<StoredRow> = pipe.query_async(commands).await?;
         for (id, row) in chunk.iter().zip(rows) {
             let (Some(seq), Some(status), Some(kind), Some(json), Some(gid)) = row else {
                 continue;
