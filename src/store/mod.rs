@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::jobs::labels::LabelFilter;
 use crate::jobs::{JobId, JobStatus};
@@ -170,6 +170,18 @@ pub trait Store: Send + Sync + 'static {
     /// shutdown stays queued, to run after the restart.
     fn durable(&self) -> bool {
         false
+    }
+
+    /// Tells whichever instance runs job `id` that a client asked to cancel
+    /// it: for a store several instances share (in a store of one process,
+    /// this process runs every job, and nothing needs telling).
+    fn ask_to_cancel(&self, _id: JobId) {}
+
+    /// The cancel requests other instances relay to this one
+    /// ([`Store::ask_to_cancel`]), taken once by the engine at start; None
+    /// for a store of one process.
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<JobId>> {
+        None
     }
 
     /// The secrets of the jobs an earlier run of the server left, taken once

@@ -84,6 +84,7 @@ impl Instance {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -151,4 +152,43 @@ async fn the_all_jobs_stream_of_any_instance_shows_every_job_with_growing_ids() 
         }
     }
     assert_eq!(ended, [on_a, on_b].into_iter().collect());
+}
+
+#[tokio::test]
+async fn a_cancel_on_any_instance_stops_the_job_where_it_runs() {
+    let redis = Redis::start().await;
+    let args = ["--cancel-grace", "1s"];
+    let (a, b) = (
+        Instance::start(&redis, &args).await,
+        Instance::start(&redis, &args).await,
+    );
+    for ignore_cancel in [false, true] {
+        let job = a
+            .api
+            .create_demo(
+                json!({"stages": [{"name": "long", "steps": 10_000}], "step_ms": 10, "ignore_cancel": ignore_cancel}),
+            )
+            .await;
+        let id = id_of(&job);
+        a.api.wait_for_status(&id, "running").await;
+        let mut watching_a = a.api.subscribe(&id).await;
+        let asked = tokio::time::Instant::now();
+        let (status, cancelled) = b.api.cancel(&id).await;
+        assert_eq!(status, 200, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        let code = if ignore_cancel { "cancel_forced" } else { "cancelled" };
+        assert_eq!(cancelled["error"]["code"], code);
+        assert!(
+            asked.elapsed() < Duration::from_millis(1800),
+            "within the grace period: {:?}",
+            asked.elapsed()
+        );
+        let seen = watching_a.all().await;
+        assert_eq!(
+            seen.last().unwrap().data,
+            cancelled,
+            "the instance that ran it streams the same end"
+        );
+        assert_eq!(a.api.get_job(&id).await, cancelled);
+    }
 }

@@ -1,11 +1,14 @@
 //! Cancel requests: a queued job ends at once; a running job is told to
 //! stop and the request waits for its task, at most the grace period, after
 //! which the engine ends the job `cancel_forced` itself. The answer is the
-//! job's final state: `cancelled`, or the outcome that won the race.
+//! job's final state: `cancelled`, or the outcome that won the race. A job
+//! that another instance runs is cancelled by that instance, asked through
+//! the store.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::{timeout, Instant};
 
 use super::Registry;
@@ -15,6 +18,9 @@ use crate::store::Published;
 
 /// How long a forced cancel waits for the job's task to drop its work.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(100);
+/// How long, beyond the grace period, a cancel asked of another instance
+/// waits for that instance's answer.
+const RELAY_MARGIN: Duration = Duration::from_secs(1);
 
 /// Why a cancel request did not end in a cancelled job.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +37,8 @@ impl Registry {
     pub async fn cancel(&self, id: JobId) -> Result<Arc<Published>, CancelError> {
         let asked_at = Instant::now();
         let Some(control) = self.control(id) else {
-            // Ended before this request, or never existed.
-            return self.final_answer(id).await;
+            // Ended before this request, never existed, or runs elsewhere.
+            return self.cancel_elsewhere(id).await;
         };
         let grace = self.inner.settings.cancel_grace;
         match control.publisher.request_cancel().await {
@@ -60,6 +66,53 @@ impl Registry {
             .cancel_latency
             .observe(asked_at.elapsed().as_secs_f64());
         self.final_answer(id).await
+    }
+
+    /// Cancels a job this instance does not run: asks the instance that runs
+    /// it, through the store, and answers once the job has ended (that
+    /// instance enforces the grace period as for its own requests).
+    async fn cancel_elsewhere(&self, id: JobId) -> Result<Arc<Published>, CancelError> {
+        let Some(feed) = self.inner.store.subscribe(id).await else {
+            return Err(CancelError::NotFound(id));
+        };
+        let Some(mut updates) = feed.receiver else {
+            return self.final_answer(id).await;
+        };
+        self.inner.store.ask_to_cancel(id);
+        let grace = self.inner.settings.cancel_grace;
+        let ended = async {
+            loop {
+                match updates.recv().await {
+                    Ok(state) if state.status.is_terminal() => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        if timeout(grace + RELAY_MARGIN, ended).await.is_err() {
+            tracing::warn!(job_id = %id, "the instance running the job did not end it in time");
+        }
+        self.final_answer(id).await
+    }
+
+    /// Acts on the cancel requests other instances relay to this one, for
+    /// the jobs it runs, until shutdown.
+    pub(super) async fn cancel_when_asked(self, mut requests: mpsc::UnboundedReceiver<JobId>) {
+        loop {
+            let id = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                request = requests.recv() => match request {
+                    Some(id) => id,
+                    None => return,
+                },
+            };
+            if self.control(id).is_some() {
+                let registry = self.clone();
+                self.inner.tracker.spawn(async move {
+                    let _ = registry.cancel(id).await;
+                });
+            }
+        }
     }
 
     /// The answer to a cancel of a job that has ended: 200 with it if it was

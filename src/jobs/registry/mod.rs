@@ -160,6 +160,12 @@ impl Registry {
             }),
         };
         registry.inner.tracker.spawn(registry.clone().reap());
+        if let Some(requests) = registry.inner.store.take_cancel_requests() {
+            registry
+                .inner
+                .tracker
+                .spawn(registry.clone().cancel_when_asked(requests));
+        }
         registry
     }
 

@@ -25,11 +25,12 @@
 //! reader catches up from its last `gid` when it is back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, MultiplexedConnection, PubSub};
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -66,6 +67,9 @@ pub struct RedisStore {
     applied: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
     commands: ConnectionManager,
+    /// Cancel requests for jobs this instance may run, until the engine
+    /// takes them.
+    cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<JobId>>>,
 }
 
 /// A state for the writer, with whoever waits for it.
@@ -126,6 +130,11 @@ impl RedisStore {
         let healthy = Arc::new(AtomicBool::new(true));
         let (writes, pending) = mpsc::unbounded_channel();
         tokio::spawn(write_states(commands.clone(), pending, healthy.clone()));
+        // Subscribed before anyone can ask: no request is missed.
+        let mut cancels = client.get_async_pubsub().await.map_err(connect)?;
+        cancels.subscribe(key("cancel")).await.map_err(connect)?;
+        let (relay, cancel_requests) = mpsc::unbounded_channel();
+        tokio::spawn(relay_cancel_requests(client.clone(), cancels, relay));
         tokio::spawn(follow_events(
             client,
             mirror.clone(),
@@ -139,6 +148,7 @@ impl RedisStore {
             applied,
             healthy,
             commands,
+            cancel_requests: Mutex::new(Some(cancel_requests)),
         })
     }
 
@@ -333,6 +343,33 @@ async fn follow_events(
     }
 }
 
+/// Relays the cancel requests of every instance to this one's engine, which
+/// acts on those of the jobs it runs; subscribes again when cut off (a
+/// request lost meanwhile is answered by the asking instance's wait).
+async fn relay_cancel_requests(client: Client, mut subscribed: PubSub, relay: mpsc::UnboundedSender<JobId>) {
+    loop {
+        let mut messages = subscribed.into_on_message();
+        while let Some(message) = messages.next().await {
+            let id = message.get_payload::<String>().ok().and_then(|id| id.parse().ok());
+            if let Some(id) = id {
+                if relay.send(id).is_err() {
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the cancel channel was cut; subscribing again");
+        subscribed = loop {
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let Ok(mut again) = client.get_async_pubsub().await else {
+                continue;
+            };
+            if again.subscribe(key("cancel")).await.is_ok() {
+                break again;
+            }
+        };
+    }
+}
+
 /// Applies one stream entry to the mirror; answers its `gid`.
 fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<u64> {
     let gid: u64 = entry.id.split('-').next()?.parse().ok()?;
@@ -414,6 +451,23 @@ impl Store for RedisStore {
 
     fn census(&self) -> StoreFuture<'_, Census> {
         self.mirror.census()
+    }
+
+    fn ask_to_cancel(&self, id: JobId) {
+        let mut commands = self.commands.clone();
+        tokio::spawn(async move {
+            let published: redis::RedisResult<i64> = commands.publish(key("cancel"), id.to_string()).await;
+            if let Err(error) = published {
+                tracing::warn!(job_id = %id, %error, "could not relay a cancel request");
+            }
+        });
+    }
+
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<JobId>> {
+        self.cancel_requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     fn is_available(&self) -> bool {
