@@ -126,6 +126,12 @@ pub struct Config {
     #[arg(long, env = "JOBCAST_MAX_FINISHED", default_value_t = 10_000)]
     pub max_finished: usize,
 
+    /// With `--store redis://…`: how long an instance that stops renewing
+    /// its lease is trusted; then the others end its running jobs `failed`
+    /// with `instance_lost`.
+    #[arg(long, env = "JOBCAST_LEASE", default_value = "10s", value_parser = parse_duration)]
+    pub lease: Duration,
+
     /// How long a cancel waits for the job to stop before aborting it.
     #[arg(long, env = "JOBCAST_CANCEL_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub cancel_grace: Duration,
@@ -195,6 +201,7 @@ impl Default for Config {
             max_streams: 20_000,
             retention: Duration::from_secs(3600),
             max_finished: 10_000,
+            lease: Duration::from_secs(10),
             cancel_grace: Duration::from_secs(10),
             keep_alive: Duration::from_secs(15),
             retry: Duration::from_millis(3000),

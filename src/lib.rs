@@ -137,10 +137,14 @@ impl App {
                 source,
             })?),
             StoreChoice::Redis(url) => {
-                Arc::new(RedisStore::open(url).await.map_err(|source| StartError::SharedStore {
-                    store: config.store.clone(),
-                    source,
-                })?)
+                Arc::new(
+                    RedisStore::open(url, config.lease)
+                        .await
+                        .map_err(|source| StartError::SharedStore {
+                            store: config.store.clone(),
+                            source,
+                        })?,
+                )
             }
         };
         // Only a store this process alone writes holds jobs for it to take

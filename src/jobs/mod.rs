@@ -9,6 +9,7 @@
 //! [`counts`] and [`names`]; a job's [`labels`] are checked in their own
 //! module.
 
+pub mod abandoned;
 pub mod context;
 pub mod counts;
 pub mod kind;

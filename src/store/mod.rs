@@ -53,6 +53,13 @@ pub struct AllFeed {
     pub resumed: bool,
 }
 
+/// A running job whose instance died.
+pub struct LostJob {
+    pub job: Arc<Published>,
+    /// The instance that ran it.
+    pub runner: Arc<str>,
+}
+
 /// One page of jobs, newest first.
 #[derive(Debug, Default)]
 pub struct ListQuery {
@@ -182,6 +189,20 @@ pub trait Store: Send + Sync + 'static {
     /// for a store of one process.
     fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<JobId>> {
         None
+    }
+
+    /// The running jobs of instances that died (their lease ran out), for
+    /// the engine to end, taken once at start; None for a store of one
+    /// process.
+    fn take_lost_jobs(&self) -> Option<mpsc::UnboundedReceiver<LostJob>> {
+        None
+    }
+
+    /// Commits the terminal state of a lost job, if its instance is still
+    /// gone and the job still live (any number of instances may try; one
+    /// succeeds).
+    fn end_lost(&self, state: NewState, _runner: Arc<str>) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
+        self.commit(state)
     }
 
     /// The secrets of the jobs an earlier run of the server left, taken once

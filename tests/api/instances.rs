@@ -66,7 +66,7 @@ impl Drop for Redis {
 /// A jobcast process on the shared Redis.
 struct Instance {
     api: TestApp,
-    _child: Child,
+    child: Child,
 }
 
 impl Instance {
@@ -94,7 +94,18 @@ impl Instance {
             ready.is_ok_and(|response| response.status() == 200)
         })
         .await;
-        Instance { api, _child: child }
+        Instance { api, child }
+    }
+
+    /// Sends `signal` (as `kill` names it: KILL, STOP, CONT).
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the instance runs").to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
     }
 }
 
@@ -191,4 +202,79 @@ async fn a_cancel_on_any_instance_stops_the_job_where_it_runs() {
         );
         assert_eq!(a.api.get_job(&id).await, cancelled);
     }
+}
+
+/// A job that runs until something ends it, on `instance`, and a stream of
+/// it on `watcher` that has seen it running.
+async fn running_job(instance: &Instance, watcher: &Instance) -> (String, crate::helpers::Sse) {
+    let job = instance
+        .api
+        .create_demo(json!({"stages": [{"name": "long", "steps": 100_000}], "step_ms": 10}))
+        .await;
+    let id = id_of(&job);
+    instance.api.wait_for_status(&id, "running").await;
+    let mut stream = watcher.api.subscribe(&id).await;
+    while stream.next().await.expect("the job runs").data["status"] != "running" {}
+    (id, stream)
+}
+
+/// Reads `stream` to its end: the terminal event, checked to be the only
+/// one and last.
+async fn terminal_of(stream: &mut crate::helpers::Sse) -> crate::helpers::SseEvent {
+    let events = stream.all().await;
+    assert_eq!(
+        events.iter().filter(|event| event.is_terminal()).count(),
+        1,
+        "{events:?}"
+    );
+    events.last().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
+    let redis = Redis::start().await;
+    let args = ["--lease", "1s"];
+    let (a, b) = (
+        Instance::start(&redis, &args).await,
+        Instance::start(&redis, &args).await,
+    );
+    let (id, mut on_b) = running_job(&a, &b).await;
+    let killed = tokio::time::Instant::now();
+    a.signal("KILL").await;
+    let ended = terminal_of(&mut on_b).await;
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(1500),
+        "instance_lost within 1.5 leases: {took:?}"
+    );
+    assert_eq!(ended.event, "failed");
+    assert_eq!(ended.data["error"]["code"], "instance_lost");
+    assert_eq!(ended.data["error"]["retryable"], true);
+    assert_eq!(ended.data["error"]["stage"], "long");
+    assert_eq!(ended.data["stages"][0]["status"], "failed");
+    assert_eq!(b.api.get_job(&id).await, ended.data);
+}
+
+#[tokio::test]
+async fn an_instance_paused_past_its_lease_is_fenced_off() {
+    let redis = Redis::start().await;
+    let args = ["--lease", "1s"];
+    let (a, b) = (
+        Instance::start(&redis, &args).await,
+        Instance::start(&redis, &args).await,
+    );
+    let (id, mut on_b) = running_job(&a, &b).await;
+    a.signal("STOP").await;
+    let ended = terminal_of(&mut on_b).await;
+    assert_eq!(ended.data["error"]["code"], "instance_lost");
+    a.signal("CONT").await;
+    // A works again (its lease renewed), and has had time to try writing
+    // the old job's next states: none of them is taken.
+    let later = a
+        .api
+        .create_demo(json!({"stages": [{"name": "s", "steps": 20}], "step_ms": 10}))
+        .await;
+    b.api.get_job_when_terminal(&id_of(&later)).await;
+    assert_eq!(b.api.get_job(&id).await, ended.data);
+    assert_eq!(a.api.get_job(&id).await, ended.data);
 }

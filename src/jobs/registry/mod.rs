@@ -20,11 +20,13 @@
 //! - `retention.rs`: forgetting ended jobs;
 //! - `retry.rs`: running a failed or cancelled job again, as a new job;
 //! - `recovery.rs`: taking over what an earlier run left in a durable store;
+//! - `lost.rs`: ending the running jobs of instances that died;
 //! - `worker_calls.rs`: relaying external workers' calls to their jobs.
 
 mod admission;
 mod cancel;
 mod idempotency;
+mod lost;
 mod recovery;
 mod retention;
 mod retry;
@@ -160,6 +162,9 @@ impl Registry {
             }),
         };
         registry.inner.tracker.spawn(registry.clone().reap());
+        if let Some(lost) = registry.inner.store.take_lost_jobs() {
+            registry.inner.tracker.spawn(registry.clone().end_lost_jobs(lost));
+        }
         if let Some(requests) = registry.inner.store.take_cancel_requests() {
             registry
                 .inner

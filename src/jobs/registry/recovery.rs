@@ -18,18 +18,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::idempotency::Asked;
 use super::Registry;
+use crate::jobs::abandoned::abandoned_end;
 use crate::jobs::model::{JobModel, Outcome};
 use crate::jobs::publish::Publisher;
 use crate::jobs::worker::WorkerToken;
 use crate::jobs::{JobError, JobStatus};
-use crate::published::{NewState, Published};
+use crate::published::Published;
 use crate::store::{JobSecrets, ListQuery, MAX_UNSTORED_STATES};
 
 /// How far the `seq` of an interrupted job's terminal state jumps past the
@@ -127,44 +127,12 @@ impl Registry {
     /// Ends a job that was live when the earlier run stopped; answers
     /// whether it ended.
     async fn interrupt(&self, job: &Arc<Published>) -> bool {
-        let Ok(Value::Object(mut stored)) = serde_json::from_slice::<Value>(&job.json) else {
+        let seq = job.seq + INTERRUPTED_SEQ_GAP + 1;
+        let message = "the server stopped while the job was live";
+        let Some(state) = abandoned_end(job, "interrupted", message, seq) else {
             tracing::error!(job_id = %job.job_id, "a stored job is not a JSON object; left as it is");
             return false;
         };
-        let mut running_stage = Value::Null;
-        if let Some(Value::Array(stages)) = stored.get_mut("stages") {
-            for stage in stages.iter_mut().filter(|stage| stage["status"] == "running") {
-                stage["status"] = json!("failed");
-                running_stage = stage["name"].clone();
-            }
-        }
-        let seq = job.seq + INTERRUPTED_SEQ_GAP + 1;
-        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-        stored.insert("status".to_owned(), json!("failed"));
-        stored.insert("seq".to_owned(), json!(seq));
-        stored.insert(
-            "error".to_owned(),
-            json!({
-                "code": "interrupted",
-                "message": "the server stopped while the job was live",
-                "stage": running_stage,
-                "retryable": true,
-            }),
-        );
-        stored.insert("rate".to_owned(), Value::Null);
-        stored.insert("eta_seconds".to_owned(), Value::Null);
-        stored.insert("updated_at".to_owned(), json!(now));
-        stored.insert("finished_at".to_owned(), json!(now));
-        let json = serde_json::to_vec(&stored).expect("a JSON object serialises");
-        let state = NewState::new(
-            job.job_id,
-            job.kind.clone(),
-            job.labels.clone(),
-            JobStatus::Failed,
-            seq,
-            Bytes::from(json),
-        )
-        .following(job.seq);
         match self.inner.store.commit(state).await {
             Ok(_) => {
                 tracing::info!(job_id = %job.job_id, "job interrupted by the restart ended failed");

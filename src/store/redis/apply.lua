@@ -1,22 +1,43 @@
 -- The only write of a job's state: a compare-and-set on the stored `seq`
--- and "not terminal", then the next server-wide event id (gid), the job's
--- hash, its place in the listing, and the change on the events stream, in
--- one atomic step. A retried write of the state already stored succeeds.
+-- and "not terminal", fenced by instance leases, then the next server-wide
+-- event id (gid), the job's hash, its place in the listing and in its
+-- instance's set of live jobs, and the change on the events stream, in one
+-- atomic step. A retried write of the state already stored succeeds.
+--
+-- A normal write comes from the instance that runs the job (`runner`),
+-- and only while that instance's lease is alive: an instance paused past
+-- its lease is refused. A write for a lost instance (the reaper's) passes
+-- only while that instance's lease is gone and it still runs the job.
 --
 -- ARGV: prefix, id, follows, seq, status, terminal (1/0), json, kind,
---       secrets ('' for none), the stream's approximate length limit.
--- Answers {1, gid} when stored, {0, stored seq (-1: no job), terminal}.
+--       secrets ('' for none), the stream's approximate length limit,
+--       writer instance, lost instance ('' for a normal write).
+-- Answers {1, gid} when stored; {0, stored seq (-1: no job), terminal}
+-- when the stored state is not the one this follows; {0, -2, 0} when the
+-- writer is fenced off.
 local prefix, id = ARGV[1], ARGV[2]
 local follows, seq = tonumber(ARGV[3]), tonumber(ARGV[4])
+local writer, lost = ARGV[11], ARGV[12]
 local job = prefix .. 'job:' .. id
-local stored = redis.call('HMGET', job, 'seq', 'terminal', 'json', 'gid')
-if stored[1] then
-  local stored_seq = tonumber(stored[1])
-  if stored_seq == seq and stored[3] == ARGV[7] then
-    return {1, tonumber(stored[4])}
+local stored = redis.call('HMGET', job, 'seq', 'terminal', 'json', 'gid', 'runner')
+if stored[1] and tonumber(stored[1]) == seq and stored[3] == ARGV[7] then
+  return {1, tonumber(stored[4])}
+end
+if lost == '' then
+  if redis.call('EXISTS', prefix .. 'instance:' .. writer) == 0 then
+    return {0, -2, 0}
   end
-  if follows == 0 or stored_seq ~= follows or stored[2] == '1' then
-    return {0, stored_seq, tonumber(stored[2])}
+  if stored[5] and stored[5] ~= writer then
+    return {0, -2, 0}
+  end
+else
+  if redis.call('EXISTS', prefix .. 'instance:' .. lost) == 1 or stored[5] ~= lost then
+    return {0, -2, 0}
+  end
+end
+if stored[1] then
+  if follows == 0 or tonumber(stored[1]) ~= follows or stored[2] == '1' then
+    return {0, tonumber(stored[1]), tonumber(stored[2])}
   end
 elseif follows ~= 0 then
   return {0, -1, 0}
@@ -28,7 +49,12 @@ if ARGV[9] ~= '' then
   redis.call('HSET', job, 'secrets', ARGV[9])
 end
 if follows == 0 then
+  redis.call('HSET', job, 'runner', writer)
   redis.call('ZADD', prefix .. 'jobs', gid, id)
+  redis.call('SADD', prefix .. 'runs:' .. writer, id)
+end
+if ARGV[6] == '1' then
+  redis.call('SREM', prefix .. 'runs:' .. (stored[5] or writer), id)
 end
 redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[10], gid .. '-0',
   'id', id, 'seq', seq, 'status', ARGV[5], 'kind', ARGV[8], 'json', ARGV[7])

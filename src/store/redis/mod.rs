@@ -36,7 +36,7 @@ use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::memory::MemoryStore;
-use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture};
+use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, LostJob, NewState, Published, Store, StoreFuture};
 use crate::jobs::labels::Labels;
 use crate::jobs::{JobId, JobStatus};
 
@@ -70,6 +70,10 @@ pub struct RedisStore {
     /// Cancel requests for jobs this instance may run, until the engine
     /// takes them.
     cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<JobId>>>,
+    /// Running jobs of dead instances, until the engine takes them.
+    lost_jobs: Mutex<Option<mpsc::UnboundedReceiver<LostJob>>>,
+    /// This process's instance id: a new one at every start.
+    instance: Arc<str>,
 }
 
 /// A state for the writer, with whoever waits for it.
@@ -81,6 +85,8 @@ struct Write {
     json: Bytes,
     kind: Arc<str>,
     secrets: String,
+    /// For the end of a lost job: the dead instance that ran it.
+    lost: Option<Arc<str>>,
     /// A commit's answer: the state's `gid`, or why it was not stored.
     done: Option<oneshot::Sender<Result<u64, AppendError>>>,
 }
@@ -99,15 +105,17 @@ impl Write {
                 .as_ref()
                 .map(|secrets| serde_json::to_string(&**secrets).expect("secrets serialise"))
                 .unwrap_or_default(),
+            lost: None,
             done: None,
         }
     }
 }
 
 impl RedisStore {
-    /// Connects to Redis at `url`, reads every retained job into the
-    /// mirror, and starts the writer and the stream reader.
-    pub async fn open(url: &str) -> Result<Self, OpenError> {
+    /// Connects to Redis at `url` as a new instance holding a `lease`,
+    /// reads every retained job into the mirror, and starts the writer,
+    /// the stream reader, the lease's renewal and the watch on the others'.
+    pub async fn open(url: &str, lease: Duration) -> Result<Self, OpenError> {
         let client = Client::open(url).map_err(|source| OpenError::Url {
             url: url.to_owned(),
             source,
@@ -117,6 +125,8 @@ impl RedisStore {
             source,
         };
         let mut commands = ConnectionManager::new(client.clone()).await.map_err(connect)?;
+        let instance: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
+        renew_lease(&mut commands, &instance, lease).await.map_err(connect)?;
         // Everything after this gid is read from the stream; what the load
         // below also sees is applied once (the mirror keeps the newer).
         let from: u64 = commands
@@ -129,7 +139,21 @@ impl RedisStore {
         let (applied_sender, applied) = watch::channel(from);
         let healthy = Arc::new(AtomicBool::new(true));
         let (writes, pending) = mpsc::unbounded_channel();
-        tokio::spawn(write_states(commands.clone(), pending, healthy.clone()));
+        tokio::spawn(write_states(
+            commands.clone(),
+            pending,
+            healthy.clone(),
+            instance.clone(),
+        ));
+        tokio::spawn(keep_lease(commands.clone(), instance.clone(), lease, healthy.clone()));
+        let (lost, lost_jobs) = mpsc::unbounded_channel();
+        tokio::spawn(watch_leases(
+            commands.clone(),
+            mirror.clone(),
+            instance.clone(),
+            lease,
+            lost,
+        ));
         // Subscribed before anyone can ask: no request is missed.
         let mut cancels = client.get_async_pubsub().await.map_err(connect)?;
         cancels.subscribe(key("cancel")).await.map_err(connect)?;
@@ -149,7 +173,34 @@ impl RedisStore {
             healthy,
             commands,
             cancel_requests: Mutex::new(Some(cancel_requests)),
+            lost_jobs: Mutex::new(Some(lost_jobs)),
+            instance,
         })
+    }
+
+    /// Writes a state and answers once the mirror has it: a commit, or the
+    /// end of a job of the `lost` instance.
+    fn write_and_mirror(
+        &self,
+        state: NewState,
+        lost: Option<Arc<str>>,
+    ) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
+        let (done, answer) = oneshot::channel();
+        let sent = self.writes.send(Write {
+            lost,
+            done: Some(done),
+            ..Write::of(&state)
+        });
+        if sent.is_err() {
+            return StoreFuture::ready(Err(AppendError::Unavailable("the Redis writer stopped".to_owned())));
+        }
+        StoreFuture::Waiting(Box::pin(async move {
+            let gid = answer
+                .await
+                .unwrap_or_else(|_| Err(AppendError::Unavailable("the Redis writer stopped".to_owned())))?;
+            self.mirrored(gid).await;
+            Ok(Arc::new(Published::stamp(state, gid)))
+        }))
     }
 
     /// Waits until the mirror has applied `gid`.
@@ -228,12 +279,95 @@ fn labels_of(json: &[u8]) -> Option<Arc<Labels>> {
     }
 }
 
+/// Sets this instance's lease (and lists the instance): alive for `lease`.
+async fn renew_lease(commands: &mut ConnectionManager, instance: &str, lease: Duration) -> redis::RedisResult<()> {
+    redis::pipe()
+        .cmd("SET")
+        .arg(key(&format!("instance:{instance}")))
+        .arg(1)
+        .arg("PX")
+        .arg(lease.as_millis() as u64)
+        .ignore()
+        .sadd(key("instances"), instance)
+        .ignore()
+        .query_async(commands)
+        .await
+}
+
+/// Renews this instance's lease three times per lease, for as long as the
+/// process runs.
+async fn keep_lease(mut commands: ConnectionManager, instance: Arc<str>, lease: Duration, healthy: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        if let Err(error) = renew_lease(&mut commands, &instance, lease).await {
+            healthy.store(false, Ordering::Release);
+            tracing::warn!(%error, "cannot renew this instance's lease");
+        }
+    }
+}
+
+/// Twice per lease, finds the instances whose lease ran out and reports
+/// their running jobs (each live job, each time it is found, until one
+/// instance has ended it); forgets a dead instance once it runs nothing.
+async fn watch_leases(
+    mut commands: ConnectionManager,
+    mirror: Arc<MemoryStore>,
+    instance: Arc<str>,
+    lease: Duration,
+    lost: mpsc::UnboundedSender<LostJob>,
+) {
+    loop {
+        tokio::time::sleep(lease / 2).await;
+        let found = find_lost_jobs(&mut commands, &mirror, &instance).await;
+        match found {
+            Ok(jobs) => {
+                for job in jobs {
+                    if lost.send(job).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot check the other instances' leases"),
+        }
+    }
+}
+
+async fn find_lost_jobs(
+    commands: &mut ConnectionManager,
+    mirror: &MemoryStore,
+    instance: &str,
+) -> redis::RedisResult<Vec<LostJob>> {
+    let mut lost = Vec::new();
+    let instances: Vec<String> = commands.smembers(key("instances")).await?;
+    for other in instances.into_iter().filter(|other| other != instance) {
+        if commands.exists(key(&format!("instance:{other}"))).await? {
+            continue;
+        }
+        let runs: Vec<String> = commands.smembers(key(&format!("runs:{other}"))).await?;
+        if runs.is_empty() {
+            let _: () = commands.srem(key("instances"), &other).await?;
+            continue;
+        }
+        let runner: Arc<str> = Arc::from(other);
+        for id in runs.iter().filter_map(|id| id.parse().ok()) {
+            if let Some(job) = mirror.get(id).await.filter(|job| !job.status.is_terminal()) {
+                lost.push(LostJob {
+                    job,
+                    runner: runner.clone(),
+                });
+            }
+        }
+    }
+    Ok(lost)
+}
+
 /// The writer: applies states in the order they were handed over. A new
 /// job is refused at once while Redis is away; any other state waits for it.
 async fn write_states(
     mut connection: ConnectionManager,
     mut writes: mpsc::UnboundedReceiver<Write>,
     healthy: Arc<AtomicBool>,
+    instance: Arc<str>,
 ) {
     let apply = Script::new(include_str!("apply.lua"));
     while let Some(write) = writes.recv().await {
@@ -249,6 +383,8 @@ async fn write_states(
                 .arg(&*write.kind)
                 .arg(&write.secrets)
                 .arg(STREAM_LENGTH)
+                .arg(&*instance)
+                .arg(write.lost.as_deref().unwrap_or(""))
                 .invoke_async::<Vec<i64>>(&mut connection)
                 .await;
             match invoked {
@@ -268,6 +404,11 @@ async fn write_states(
         };
         let result = answer.and_then(|answer| match answer.as_slice() {
             [1, gid] => Ok(*gid as u64),
+            [0, -2, _] => Err(AppendError::Conflict {
+                job_id: write.job_id,
+                seq: write.seq,
+                stored: None,
+            }),
             [0, stored, terminal] => Err(AppendError::Conflict {
                 job_id: write.job_id,
                 seq: write.seq,
@@ -401,21 +542,18 @@ impl Store for RedisStore {
     }
 
     fn commit(&self, state: NewState) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
-        let (done, answer) = oneshot::channel();
-        let sent = self.writes.send(Write {
-            done: Some(done),
-            ..Write::of(&state)
-        });
-        if sent.is_err() {
-            return StoreFuture::ready(Err(AppendError::Unavailable("the Redis writer stopped".to_owned())));
-        }
-        StoreFuture::Waiting(Box::pin(async move {
-            let gid = answer
-                .await
-                .unwrap_or_else(|_| Err(AppendError::Unavailable("the Redis writer stopped".to_owned())))?;
-            self.mirrored(gid).await;
-            Ok(Arc::new(Published::stamp(state, gid)))
-        }))
+        self.write_and_mirror(state, None)
+    }
+
+    fn end_lost(&self, state: NewState, runner: Arc<str>) -> StoreFuture<'_, Result<Arc<Published>, AppendError>> {
+        self.write_and_mirror(state, Some(runner))
+    }
+
+    fn take_lost_jobs(&self) -> Option<mpsc::UnboundedReceiver<LostJob>> {
+        self.lost_jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
@@ -475,6 +613,21 @@ impl Store for RedisStore {
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
-        self.mirror.close()
+        let closed = self.mirror.close();
+        let mut commands = self.commands.clone();
+        StoreFuture::Waiting(Box::pin(async move {
+            closed.await;
+            // Gone at once rather than after a lease: it runs nothing now.
+            let left: redis::RedisResult<()> = redis::pipe()
+                .del(key(&format!("instance:{}", self.instance)))
+                .ignore()
+                .srem(key("instances"), &*self.instance)
+                .ignore()
+                .query_async(&mut commands)
+                .await;
+            if let Err(error) = left {
+                tracing::warn!(%error, "could not leave the instances' list");
+            }
+        }))
     }
 }

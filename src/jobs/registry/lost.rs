@@ -1,0 +1,36 @@
+//! Jobs of instances that died: on a store that several instances share,
+//! a job whose instance stopped renewing its lease ends `failed` with error
+//! code `instance_lost`, retryable, its running stage `failed`, published
+//! by whichever live instance gets there first (CONTRACT.md, "Several
+//! instances"). Every state of the job went through the shared store, so
+//! the next `seq` is above any a client has seen.
+
+use tokio::sync::mpsc;
+
+use super::Registry;
+use crate::jobs::abandoned::abandoned_end;
+use crate::store::LostJob;
+
+impl Registry {
+    /// Ends each lost job the store reports, until shutdown.
+    pub(super) async fn end_lost_jobs(self, mut lost: mpsc::UnboundedReceiver<LostJob>) {
+        loop {
+            let LostJob { job, runner } = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                next = lost.recv() => match next {
+                    Some(lost) => lost,
+                    None => return,
+                },
+            };
+            let message = "the instance running the job stopped";
+            let Some(state) = abandoned_end(&job, "instance_lost", message, job.seq + 1) else {
+                tracing::error!(job_id = %job.job_id, "a lost job is not a JSON object; left as it is");
+                continue;
+            };
+            match self.inner.store.end_lost(state, runner.clone()).await {
+                Ok(_) => tracing::warn!(job_id = %job.job_id, %runner, "job of a lost instance ended failed"),
+                Err(error) => tracing::debug!(job_id = %job.job_id, %error, "a lost job was ended elsewhere"),
+            }
+        }
+    }
+}
