@@ -28,7 +28,7 @@ fn running_job(store: &Arc<dyn Store>, interval: Duration) -> Arc<Publisher> {
         "step_ms": 0
     }));
     let model = JobModel::new(JobId::generate(), Arc::from("demo"), params, Utc::now());
-    let (publisher, first) = Publisher::start(model, None, store, interval, Arc::new(Metrics::new()));
+    let (publisher, first) = Publisher::start(model, Default::default(), store, interval, Arc::new(Metrics::new()));
     futures_util::FutureExt::now_or_never(first)
         .expect("the memory store commits at once")
         .expect("a new job is stored");

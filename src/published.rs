@@ -66,6 +66,8 @@ pub struct NewState {
     pub job_frame: Bytes,
     /// A first state's secrets, for a durable store to keep.
     pub secrets: Option<Arc<JobSecrets>>,
+    /// A first state whose job waits in a shared store's queue.
+    pub shared_queue: bool,
 }
 
 impl NewState {
@@ -81,6 +83,7 @@ impl NewState {
             follows: seq.saturating_sub(1),
             json,
             secrets: None,
+            shared_queue: false,
         }
     }
 

@@ -49,6 +49,15 @@ const HOLD_BACK_RETRY: Duration = Duration::from_millis(10);
 /// A commit the caller must wait for before telling anyone.
 type Commit<'a> = StoreFuture<'a, Result<Arc<Published>, AppendError>>;
 
+/// What a new job's first state carries besides the job, for the store.
+#[derive(Debug, Default)]
+pub struct FirstState {
+    pub secrets: Option<JobSecrets>,
+    /// The job waits in the store's shared queue for any instance to take
+    /// it ([`Store::queues_jobs`]), rather than run where it was admitted.
+    pub shared_queue: bool,
+}
+
 /// A live job's model and the decision when its changes are published.
 pub struct Publisher {
     id: JobId,
@@ -82,13 +91,13 @@ pub enum Flush {
 }
 
 impl Publisher {
-    /// Publishes a new job's first state (`seq` 1), with the job's secrets
-    /// for the store to keep. The returned commit is already in the store's
-    /// hands, so the publisher may be shared before it resolves: any later
-    /// state follows it.
+    /// Publishes a new job's first state (`seq` 1), with what the store
+    /// keeps besides. The returned commit is already in the store's hands,
+    /// so the publisher may be shared before it resolves: any later state
+    /// follows it.
     pub fn start<'a>(
         model: JobModel,
-        secrets: Option<JobSecrets>,
+        extra: FirstState,
         store: &'a Arc<dyn Store>,
         interval: Duration,
         metrics: Arc<Metrics>,
@@ -101,7 +110,8 @@ impl Publisher {
             last_len: 0,
         };
         let mut first = next_state(&mut draft, now);
-        first.secrets = secrets.map(Arc::new);
+        first.secrets = extra.secrets.map(Arc::new);
+        first.shared_queue = extra.shared_queue;
         metrics.events_published.inc();
         let commit = store.commit(first);
         let publisher = Publisher {

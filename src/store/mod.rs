@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::jobs::labels::LabelFilter;
 use crate::jobs::{JobId, JobStatus};
@@ -177,6 +177,25 @@ pub trait Store: Send + Sync + 'static {
     /// shutdown stays queued, to run after the restart.
     fn durable(&self) -> bool {
         false
+    }
+
+    /// Whether several instances share this store's queue: a new job of a
+    /// kind that runs in-process is committed with
+    /// [`NewState::shared_queue`] and waits in the store until an instance
+    /// with a free slot takes it ([`Store::take_queued`]).
+    fn queues_jobs(&self) -> bool {
+        false
+    }
+
+    /// Takes the oldest job of the shared queue whose kind is one of
+    /// `kinds`, for this instance to run; None when there is none.
+    fn take_queued<'a>(&'a self, _kinds: &'a [Arc<str>]) -> StoreFuture<'a, Option<Arc<Published>>> {
+        StoreFuture::ready(None)
+    }
+
+    /// Notified when a job may have joined the shared queue.
+    fn queue_changed(&self) -> Option<Arc<Notify>> {
+        None
     }
 
     /// Tells whichever instance runs job `id` that a client asked to cancel

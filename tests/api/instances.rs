@@ -204,18 +204,21 @@ async fn a_cancel_on_any_instance_stops_the_job_where_it_runs() {
     }
 }
 
-/// A job that runs until something ends it, on `instance`, and a stream of
-/// it on `watcher` that has seen it running.
-async fn running_job(instance: &Instance, watcher: &Instance) -> (String, crate::helpers::Sse) {
-    let job = instance
+/// An instance A running a job until something ends it (it takes the job
+/// as the only instance), then a second instance B streaming it; answers
+/// A, B, the job's id and B's stream, which has seen it running.
+async fn job_running_on_a(redis: &Redis, args: &[&str]) -> (Instance, Instance, String, crate::helpers::Sse) {
+    let a = Instance::start(redis, args).await;
+    let job = a
         .api
         .create_demo(json!({"stages": [{"name": "long", "steps": 100_000}], "step_ms": 10}))
         .await;
     let id = id_of(&job);
-    instance.api.wait_for_status(&id, "running").await;
-    let mut stream = watcher.api.subscribe(&id).await;
+    a.api.wait_for_status(&id, "running").await;
+    let b = Instance::start(redis, args).await;
+    let mut stream = b.api.subscribe(&id).await;
     while stream.next().await.expect("the job runs").data["status"] != "running" {}
-    (id, stream)
+    (a, b, id, stream)
 }
 
 /// Reads `stream` to its end: the terminal event, checked to be the only
@@ -233,12 +236,7 @@ async fn terminal_of(stream: &mut crate::helpers::Sse) -> crate::helpers::SseEve
 #[tokio::test]
 async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
     let redis = Redis::start().await;
-    let args = ["--lease", "1s"];
-    let (a, b) = (
-        Instance::start(&redis, &args).await,
-        Instance::start(&redis, &args).await,
-    );
-    let (id, mut on_b) = running_job(&a, &b).await;
+    let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s"]).await;
     let killed = tokio::time::Instant::now();
     a.signal("KILL").await;
     let ended = terminal_of(&mut on_b).await;
@@ -258,12 +256,7 @@ async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
 #[tokio::test]
 async fn an_instance_paused_past_its_lease_is_fenced_off() {
     let redis = Redis::start().await;
-    let args = ["--lease", "1s"];
-    let (a, b) = (
-        Instance::start(&redis, &args).await,
-        Instance::start(&redis, &args).await,
-    );
-    let (id, mut on_b) = running_job(&a, &b).await;
+    let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s"]).await;
     a.signal("STOP").await;
     let ended = terminal_of(&mut on_b).await;
     assert_eq!(ended.data["error"]["code"], "instance_lost");
@@ -277,4 +270,49 @@ async fn an_instance_paused_past_its_lease_is_fenced_off() {
     b.api.get_job_when_terminal(&id_of(&later)).await;
     assert_eq!(b.api.get_job(&id).await, ended.data);
     assert_eq!(a.api.get_job(&id).await, ended.data);
+}
+
+#[tokio::test]
+async fn queued_jobs_form_one_queue_that_any_instance_with_a_free_slot_takes_in_order() {
+    let redis = Redis::start().await;
+    let args = ["--max-running", "1"];
+    let (a, b) = (
+        Instance::start(&redis, &args).await,
+        Instance::start(&redis, &args).await,
+    );
+    let long = json!({"stages": [{"name": "long", "steps": 100_000}], "step_ms": 10});
+    // A's one slot is taken; the next job created on A runs on B.
+    let first = id_of(&a.api.create_demo(long.clone()).await);
+    a.api.wait_for_status(&first, "running").await;
+    let second = id_of(&a.api.create_demo(long).await);
+    b.api.wait_for_status(&second, "running").await;
+    // Every slot is busy: these wait, whichever instance admitted them.
+    let quick = json!({"stages": [{"name": "s", "steps": 3}], "step_ms": 5});
+    let mut queued = Vec::new();
+    for instance in [&b, &a, &b, &a] {
+        let job = instance.api.create_demo(quick.clone()).await;
+        assert_eq!(job["status"], "queued");
+        queued.push(id_of(&job));
+    }
+    // One of them, cancelled from the other instance, never runs.
+    let (status, cancelled) = a.api.cancel(&queued[2]).await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+    assert!(cancelled["started_at"].is_null());
+    let _ = b.api.cancel(&first).await;
+    let _ = a.api.cancel(&second).await;
+    let mut started = Vec::new();
+    for id in [&queued[0], &queued[1], &queued[3]] {
+        let job = b.api.get_job_when_terminal(id).await;
+        assert_eq!(job["status"], "completed", "{job}");
+        started.push(chrono::DateTime::parse_from_rfc3339(job["started_at"].as_str().unwrap()).unwrap());
+    }
+    assert!(
+        started.windows(2).all(|pair| pair[0] <= pair[1]),
+        "taken oldest first: {started:?}"
+    );
+    assert_eq!(b.api.get_job(&queued[2]).await, cancelled);
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,7 +20,7 @@ use super::{lock, JobControl, Registry};
 use crate::jobs::kind::{Kind, Prepared, PreparedJob};
 use crate::jobs::labels::Labels;
 use crate::jobs::model::JobModel;
-use crate::jobs::publish::Publisher;
+use crate::jobs::publish::{FirstState, Publisher};
 use crate::jobs::worker::{self, WorkerToken};
 use crate::jobs::JobId;
 use crate::store::{AppendError, JobSecrets, Published};
@@ -150,14 +151,20 @@ impl Registry {
         let model = JobModel::new(id, kind.shared_name(), params, Utc::now())
             .with_labels(labels)
             .with_retry_of(retry_of);
-        let secrets = (secrets != JobSecrets::default()).then_some(secrets);
+        // On a shared store, a job that runs in-process waits in the store's
+        // queue for whichever instance has a free slot first.
+        let shared_queue = self.inner.store.queues_jobs() && matches!(prepared, Prepared::InProcess(_));
+        let extra = FirstState {
+            secrets: (secrets != JobSecrets::default()).then_some(secrets),
+            shared_queue,
+        };
         let registry = self.clone();
         let kind = kind.clone();
         let admitted = self.inner.tracker.spawn(async move {
             let store = registry.inner.store.clone();
             let (publisher, first) = Publisher::start(
                 model,
-                secrets,
+                extra,
                 &store,
                 registry.inner.settings.publish_interval,
                 registry.inner.metrics.clone(),
@@ -168,6 +175,12 @@ impl Registry {
             registry.controls().insert(id, control.clone());
             let committed = first.await;
             match &committed {
+                Ok(_) if shared_queue => {
+                    registry.inner.metrics.jobs_created.inc();
+                    registry.controls().remove(&id);
+                    control.leave_queue(&registry.inner.queued);
+                    tracing::info!(job_id = %id, kind = %kind.name(), "job created, queued for any instance");
+                }
                 Ok(_) => {
                     registry.inner.metrics.jobs_created.inc();
                     registry.launch(&kind, prepared, control, worker_token.clone());
@@ -215,9 +228,27 @@ impl Registry {
         control: JobControl,
         worker_token: Option<WorkerToken>,
     ) {
+        self.launch_with(kind, prepared, control, worker_token, None);
+    }
+
+    /// [`Registry::launch`], for a job that may hold its running slot already.
+    pub(super) fn launch_with(
+        &self,
+        kind: &Kind,
+        prepared: Prepared,
+        control: JobControl,
+        worker_token: Option<WorkerToken>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
         let id = control.publisher.id();
         let (start, work) = match prepared {
-            Prepared::InProcess(work) => (Start::running_slot(&self.inner.running_slots), work),
+            Prepared::InProcess(work) => {
+                let start = match slot {
+                    Some(slot) => Start::holding(slot),
+                    None => Start::running_slot(&self.inner.running_slots),
+                };
+                (start, work)
+            }
             Prepared::External(settings) => {
                 let start_timeout = settings.start_timeout;
                 let token = worker_token.unwrap_or_else(WorkerToken::generate);

@@ -78,6 +78,14 @@ impl Registry {
         let Some(mut updates) = feed.receiver else {
             return self.final_answer(id).await;
         };
+        if feed.snapshot.status == JobStatus::Queued && self.inner.store.queues_jobs() {
+            // Waiting in the shared queue: ended here, unless an instance
+            // takes it first (then the store refuses this end).
+            let publisher = self.resumed_publisher(&feed.snapshot);
+            if let (_, Some(_)) = publisher.request_cancel().await {
+                return self.final_answer(id).await;
+            }
+        }
         self.inner.store.ask_to_cancel(id);
         let grace = self.inner.settings.cancel_grace;
         let ended = async {

@@ -21,6 +21,7 @@
 //! - `retry.rs`: running a failed or cancelled job again, as a new job;
 //! - `recovery.rs`: taking over what an earlier run left in a durable store;
 //! - `lost.rs`: ending the running jobs of instances that died;
+//! - `shared_queue.rs`: taking jobs from the queue instances share;
 //! - `worker_calls.rs`: relaying external workers' calls to their jobs.
 
 mod admission;
@@ -31,6 +32,7 @@ mod recovery;
 mod retention;
 mod retry;
 mod runner;
+mod shared_queue;
 mod worker_calls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -162,6 +164,9 @@ impl Registry {
             }),
         };
         registry.inner.tracker.spawn(registry.clone().reap());
+        if registry.inner.store.queues_jobs() {
+            registry.inner.tracker.spawn(registry.clone().take_from_shared_queue());
+        }
         if let Some(lost) = registry.inner.store.take_lost_jobs() {
             registry.inner.tracker.spawn(registry.clone().end_lost_jobs(lost));
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::idempotency::Asked;
@@ -88,18 +89,38 @@ impl Registry {
     /// Queues a stored queued job again; a job of an external kind keeps
     /// its worker's token.
     async fn requeue(&self, job: &Arc<Published>, worker_token: Option<WorkerToken>) {
+        self.run_stored(job, worker_token, None).await;
+        tracing::info!(job_id = %job.job_id, "queued job taken over from an earlier run");
+    }
+
+    /// A publisher for a stored queued job, whose next state follows the
+    /// stored one.
+    pub(super) fn resumed_publisher(&self, job: &Published) -> Arc<Publisher> {
         let Asked { params, retry_of, .. } = asked_of(job);
         let created_at = stored_time(job, "created_at").unwrap_or_else(Utc::now);
-        let model = JobModel::restored_queued(job.job_id, job.kind.clone(), params.clone(), created_at, job.seq)
+        let model = JobModel::restored_queued(job.job_id, job.kind.clone(), params, created_at, job.seq)
             .with_labels(job.labels.clone())
             .with_retry_of(retry_of);
-        let publisher = Publisher::resume(
+        Publisher::resume(
             model,
             &self.inner.store,
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),
-        );
-        let control = self.control_for(publisher);
+        )
+    }
+
+    /// Runs a stored queued job here: with `slot` if it holds a running slot
+    /// already; a job of an external kind keeps its worker's token. A job
+    /// whose kind this server does not run, or whose params it now refuses,
+    /// ends `failed`.
+    pub(super) async fn run_stored(
+        &self,
+        job: &Arc<Published>,
+        worker_token: Option<WorkerToken>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
+        let Asked { params, .. } = asked_of(job);
+        let control = self.control_for(self.resumed_publisher(job));
         self.inner.queued.fetch_add(1, Ordering::AcqRel);
         self.controls().insert(job.job_id, control.clone());
         let prepared = match self.inner.kinds.get(&*job.kind) {
@@ -113,12 +134,9 @@ impl Registry {
                 .map_err(|detail| JobError::new("invalid_params", detail)),
         };
         match prepared {
-            Ok((kind, prepared)) => {
-                self.launch(kind, prepared, control, worker_token);
-                tracing::info!(job_id = %job.job_id, "queued job taken over from an earlier run");
-            }
+            Ok((kind, prepared)) => self.launch_with(kind, prepared, control, worker_token, slot),
             Err(error) => {
-                tracing::warn!(job_id = %job.job_id, %error, "a queued job from an earlier run cannot run");
+                tracing::warn!(job_id = %job.job_id, %error, "a stored queued job cannot run");
                 self.finish(&control, Outcome::Failed(error)).await;
             }
         }

@@ -36,6 +36,11 @@ pub(super) enum Start {
 }
 
 impl Start {
+    /// A job that holds its running slot already.
+    pub(super) fn holding(slot: OwnedSemaphorePermit) -> Start {
+        Start::RunningSlot(Box::pin(std::future::ready(Ok(slot))))
+    }
+
     /// A place in the running slots' queue, taken now: polled once here, the
     /// wait joins the semaphore's FIFO queue in the order jobs are launched,
     /// not in the order the runtime first polls their tasks.

@@ -11,7 +11,10 @@
 --
 -- ARGV: prefix, id, follows, seq, status, terminal (1/0), json, kind,
 --       secrets ('' for none), the stream's approximate length limit,
---       writer instance, lost instance ('' for a normal write).
+--       writer instance, lost instance ('' for a normal write), and for a
+--       first state '1' when the job waits in the shared queue of its kind
+--       (no instance runs it until one takes it) rather than run by the
+--       writer.
 -- Answers {1, gid} when stored; {0, stored seq (-1: no job), terminal}
 -- when the stored state is not the one this follows; {0, -2, 0} when the
 -- writer is fenced off.
@@ -49,12 +52,19 @@ if ARGV[9] ~= '' then
   redis.call('HSET', job, 'secrets', ARGV[9])
 end
 if follows == 0 then
-  redis.call('HSET', job, 'runner', writer)
   redis.call('ZADD', prefix .. 'jobs', gid, id)
-  redis.call('SADD', prefix .. 'runs:' .. writer, id)
+  if ARGV[13] == '1' then
+    redis.call('ZADD', prefix .. 'queue:' .. ARGV[8], gid, id)
+  else
+    redis.call('HSET', job, 'runner', writer)
+    redis.call('SADD', prefix .. 'runs:' .. writer, id)
+  end
 end
 if ARGV[6] == '1' then
-  redis.call('SREM', prefix .. 'runs:' .. (stored[5] or writer), id)
+  if stored[5] then
+    redis.call('SREM', prefix .. 'runs:' .. stored[5], id)
+  end
+  redis.call('ZREM', prefix .. 'queue:' .. ARGV[8], id)
 end
 redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[10], gid .. '-0',
   'id', id, 'seq', seq, 'status', ARGV[5], 'kind', ARGV[8], 'json', ARGV[7])

@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, MultiplexedConnection, PubSub};
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::memory::MemoryStore;
 use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, LostJob, NewState, Published, Store, StoreFuture};
@@ -74,6 +74,8 @@ pub struct RedisStore {
     lost_jobs: Mutex<Option<mpsc::UnboundedReceiver<LostJob>>>,
     /// This process's instance id: a new one at every start.
     instance: Arc<str>,
+    /// Told of each job that joins a shared queue.
+    queue_changed: Arc<Notify>,
 }
 
 /// A state for the writer, with whoever waits for it.
@@ -87,6 +89,7 @@ struct Write {
     secrets: String,
     /// For the end of a lost job: the dead instance that ran it.
     lost: Option<Arc<str>>,
+    shared_queue: bool,
     /// A commit's answer: the state's `gid`, or why it was not stored.
     done: Option<oneshot::Sender<Result<u64, AppendError>>>,
 }
@@ -106,6 +109,7 @@ impl Write {
                 .map(|secrets| serde_json::to_string(&**secrets).expect("secrets serialise"))
                 .unwrap_or_default(),
             lost: None,
+            shared_queue: state.shared_queue,
             done: None,
         }
     }
@@ -159,13 +163,14 @@ impl RedisStore {
         cancels.subscribe(key("cancel")).await.map_err(connect)?;
         let (relay, cancel_requests) = mpsc::unbounded_channel();
         tokio::spawn(relay_cancel_requests(client.clone(), cancels, relay));
-        tokio::spawn(follow_events(
-            client,
-            mirror.clone(),
-            applied_sender,
-            healthy.clone(),
-            from,
-        ));
+        let queue_changed = Arc::new(Notify::new());
+        let reader = Reader {
+            mirror: mirror.clone(),
+            applied: applied_sender,
+            healthy: healthy.clone(),
+            queue_changed: queue_changed.clone(),
+        };
+        tokio::spawn(follow_events(client, reader, from));
         Ok(RedisStore {
             mirror,
             writes,
@@ -175,6 +180,7 @@ impl RedisStore {
             cancel_requests: Mutex::new(Some(cancel_requests)),
             lost_jobs: Mutex::new(Some(lost_jobs)),
             instance,
+            queue_changed,
         })
     }
 
@@ -385,6 +391,7 @@ async fn write_states(
                 .arg(STREAM_LENGTH)
                 .arg(&*instance)
                 .arg(write.lost.as_deref().unwrap_or(""))
+                .arg(u8::from(write.shared_queue))
                 .invoke_async::<Vec<i64>>(&mut connection)
                 .await;
             match invoked {
@@ -431,15 +438,25 @@ async fn write_states(
     }
 }
 
-/// The reader: applies every change on the events stream to the mirror, in
-/// `gid` order, from `last` on; reconnects and goes on from where it was.
-async fn follow_events(
-    client: Client,
+/// Where the reader of the events stream puts what it reads.
+struct Reader {
     mirror: Arc<MemoryStore>,
+    /// The highest `gid` applied.
     applied: watch::Sender<u64>,
     healthy: Arc<AtomicBool>,
-    mut last: u64,
-) {
+    /// Told of each new queued job.
+    queue_changed: Arc<Notify>,
+}
+
+/// The reader: applies every change on the events stream to the mirror, in
+/// `gid` order, from `last` on; reconnects and goes on from where it was.
+async fn follow_events(client: Client, reader: Reader, mut last: u64) {
+    let Reader {
+        mirror,
+        applied,
+        healthy,
+        queue_changed,
+    } = reader;
     // A blocking read holds its connection: one of its own, whose answers
     // may take as long as the read blocks.
     let config = AsyncConnectionConfig::new().set_response_timeout(Some(READ_BLOCK + Duration::from_secs(5)));
@@ -467,8 +484,11 @@ async fn follow_events(
             Ok(reply) => {
                 for stream in reply.into_iter().flat_map(|reply| reply.keys) {
                     for entry in stream.ids {
-                        if let Some(gid) = apply_entry(&mirror, &entry) {
+                        if let Some((gid, queued)) = apply_entry(&mirror, &entry) {
                             last = gid;
+                            if queued {
+                                queue_changed.notify_one();
+                            }
                         }
                     }
                 }
@@ -511,8 +531,9 @@ async fn relay_cancel_requests(client: Client, mut subscribed: PubSub, relay: mp
     }
 }
 
-/// Applies one stream entry to the mirror; answers its `gid`.
-fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<u64> {
+/// Applies one stream entry to the mirror; answers its `gid`, and whether
+/// it is a new queued job.
+fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
     let gid: u64 = entry.id.split('-').next()?.parse().ok()?;
     let field = |name: &str| -> Option<Vec<u8>> { entry.get(name) };
     let id = String::from_utf8(field("id")?).ok()?;
@@ -520,18 +541,19 @@ fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<u64> {
         if let Ok(job_id) = id.parse() {
             mirror.remove(job_id);
         }
-        return Some(gid);
+        return Some((gid, false));
     }
     let seq: u64 = String::from_utf8(field("seq")?).ok()?.parse().ok()?;
     let status = String::from_utf8(field("status")?).ok()?;
     let kind = String::from_utf8(field("kind")?).ok()?;
+    let queued = seq == 1 && status == JobStatus::Queued.as_str();
     match state_of(&id, seq, &status, &kind, field("json")?) {
         Some(state) => {
             mirror.mirror(state, gid);
         }
         None => tracing::error!(job_id = %id, gid, "a change on the events stream is malformed; skipped"),
     }
-    Some(gid)
+    Some((gid, queued))
 }
 
 impl Store for RedisStore {
@@ -589,6 +611,36 @@ impl Store for RedisStore {
 
     fn census(&self) -> StoreFuture<'_, Census> {
         self.mirror.census()
+    }
+
+    fn queues_jobs(&self) -> bool {
+        true
+    }
+
+    fn take_queued<'a>(&'a self, kinds: &'a [Arc<str>]) -> StoreFuture<'a, Option<Arc<Published>>> {
+        StoreFuture::Waiting(Box::pin(async move {
+            let take = Script::new(include_str!("take.lua"));
+            let mut invocation = take.prepare_invoke();
+            invocation.arg(PREFIX).arg(&*self.instance);
+            for kind in kinds {
+                invocation.arg(&**kind);
+            }
+            let taken: redis::RedisResult<Option<(String, u64)>> =
+                invocation.invoke_async(&mut self.commands.clone()).await;
+            let (id, gid) = match taken {
+                Ok(taken) => taken?,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take from the shared queue");
+                    return None;
+                }
+            };
+            self.mirrored(gid).await;
+            self.mirror.get(id.parse().ok()?).await
+        }))
+    }
+
+    fn queue_changed(&self) -> Option<Arc<Notify>> {
+        Some(self.queue_changed.clone())
     }
 
     fn ask_to_cancel(&self, id: JobId) {
