@@ -77,7 +77,8 @@ async fn main() -> std::io::Result<()> {
             "properties": { "below": { "type": "integer", "minimum": 0, "maximum": 50_000_000 } }
         }))
         .example(json!({ "below": 1_000_000 }));
-    let jobs = App::new(&config, [jobcast::kinds::demo::kind(), primes], shutdown.clone());
+    let jobs = App::new(&config, [jobcast::kinds::demo::kind(), primes], shutdown.clone())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
 
     // jobcast's routes beside the app's own.
     let app = Router::new()

@@ -24,6 +24,8 @@
 //!   the in-memory backend in [`store::memory`].
 //! - [`http`]: the API's router and handlers; [`http::sse`] holds the stream
 //!   rules (snapshot, resume, lag, keep-alive, pacing).
+//! - [`auth`]: who may do what: API keys, JWTs, stream tickets, the
+//!   session cookie, CORS, and the middleware that lets requests in.
 //! - [`error`]: every API error as problem+json.
 //! - `server`: accepting connections (plain or TLS) and serving the router
 //!   on each, over HTTP/1.1 or HTTP/2; [`Transport`] says which.
@@ -50,12 +52,14 @@
 //!
 //! # async fn example() -> std::io::Result<()> {
 //! let shutdown = CancellationToken::new();
-//! let app = App::new(&Config::default(), [jobcast::kinds::demo::kind(), Kind::new("hello", hello)], shutdown.clone());
+//! let app = App::new(&Config::default(), [jobcast::kinds::demo::kind(), Kind::new("hello", hello)], shutdown.clone())
+//!     .expect("the default settings need no files");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! jobcast::serve(listener, app, shutdown).await
 //! # }
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -83,7 +87,7 @@ pub use jobs::model::StageSpec;
 pub use jobs::{JobError, JobId, JobStatus};
 pub use server::{TlsError, Transport};
 
-use jobs::registry::{EngineSettings, Registry};
+use jobs::registry::{EngineSettings, Registry, StreamUrls};
 use store::memory::MemoryStore;
 
 /// How long connections may take to close after every job and stream has
@@ -98,8 +102,14 @@ pub struct App {
 
 impl App {
     /// A service running `kinds`, configured by `config`; it ends every job
-    /// when `shutdown` is cancelled.
-    pub fn new(config: &Config, kinds: impl IntoIterator<Item = Kind>, shutdown: CancellationToken) -> Self {
+    /// when `shutdown` is cancelled. Fails when the authentication settings
+    /// cannot be used (an unreadable keys file, a short secret, …).
+    pub fn new(
+        config: &Config,
+        kinds: impl IntoIterator<Item = Kind>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, auth::SetupError> {
+        let auth = Arc::new(auth::Auth::from_config(config)?);
         let metrics = Arc::new(metrics::Metrics::new());
         let registry = Registry::new(
             Arc::new(MemoryStore::new()),
@@ -111,13 +121,19 @@ impl App {
                 retention: config.retention,
                 max_finished: config.max_finished,
                 publish_interval: config.publish_interval,
+                max_running_per_owner: config.max_running_per_owner,
+                max_queued_per_owner: config.max_queued_per_owner,
+                stream_urls: {
+                    let auth = auth.clone();
+                    StreamUrls::new(move |id| auth.stream_url(id))
+                },
             },
             metrics.clone(),
             shutdown,
         );
-        App {
-            state: AppState::new(registry, metrics, config),
-        }
+        Ok(App {
+            state: AppState::new(registry, metrics, config, auth),
+        })
     }
 
     /// Every endpoint, as an axum `Router` to serve or merge.
@@ -187,9 +203,19 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         tracing::info!(path = %path.display(), kinds = from_file.len(), "kinds file read");
         kinds.extend(from_file);
     }
-    let app = App::new(&config, kinds, shutdown.clone());
+    let app = App::new(&config, kinds, shutdown.clone())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let address = listener.local_addr()?;
+    if !address.ip().is_loopback() && !app.state.auth.is_on() && !config.allow_anonymous {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to serve {address} to the network without authentication: configure --auth-keys or --jwt-secret/--jwt-public-key, or pass --allow-anonymous"
+            ),
+        ));
+    }
     let scheme = if transport.is_tls() { "https" } else { "http" };
-    tracing::info!(address = %listener.local_addr()?, scheme, "jobcast listening");
+    tracing::info!(%address, scheme, auth = app.state.auth.is_on(), "jobcast listening");
     serve_with(listener, app, transport, shutdown).await
 }
 

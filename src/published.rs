@@ -32,6 +32,8 @@ pub struct NewState {
     /// The job's labels, shared by all its states: what listings and the
     /// all-jobs stream filter on.
     pub labels: Arc<Labels>,
+    /// The job's owner (None without authentication): who may see it.
+    pub owner: Option<Arc<str>>,
     pub status: JobStatus,
     /// The job's own sequence number: the id of per-job stream events.
     pub seq: u64,
@@ -48,10 +50,17 @@ impl NewState {
             job_id,
             kind,
             labels,
+            owner: None,
             status,
             seq,
             json,
         }
+    }
+
+    /// The same state, of a job `owner` owns.
+    pub fn with_owner(mut self, owner: Option<Arc<str>>) -> Self {
+        self.owner = owner;
+        self
     }
 }
 
@@ -62,6 +71,8 @@ pub struct Published {
     pub kind: Arc<str>,
     /// The job's labels, shared by all its states.
     pub labels: Arc<Labels>,
+    /// The job's owner (None without authentication): who may see it.
+    pub owner: Option<Arc<str>>,
     pub status: JobStatus,
     /// The job's own sequence number: the id of per-job stream events.
     pub seq: u64,
@@ -85,6 +96,7 @@ impl Published {
             job_id: state.job_id,
             kind: state.kind,
             labels: state.labels,
+            owner: state.owner,
             status: state.status,
             seq: state.seq,
             event_id,

@@ -54,7 +54,8 @@ impl Server {
                 }
             })
         };
-        let app = App::new(&config, [jobcast::kinds::demo::kind(), gated], shutdown.clone());
+        let app = App::new(&config, [jobcast::kinds::demo::kind(), gated], shutdown.clone())
+            .expect("the default settings are usable");
         tokio::spawn(jobcast::serve(listener, app, shutdown.clone()));
         Server {
             base,

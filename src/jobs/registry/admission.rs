@@ -39,6 +39,8 @@ pub enum CreateError {
     Store(#[from] AppendError),
     #[error("the Idempotency-Key was already used for job {0}, with a different request")]
     KeyReused(JobId),
+    #[error("the owner has {0} queued jobs, its limit")]
+    OwnerQueueFull(usize),
 }
 
 /// What a create request asks for, its labels already checked.
@@ -50,6 +52,8 @@ pub struct JobRequest {
     pub labels: Labels,
     /// The failed or cancelled job this one retries.
     pub retry_of: Option<JobId>,
+    /// The job's owner; None without authentication.
+    pub owner: Option<Arc<str>>,
 }
 
 /// A job just created, or the job an earlier request with the same
@@ -114,6 +118,7 @@ impl Registry {
             params,
             labels,
             retry_of,
+            owner,
         } = request;
         let kind = self.inner.kinds.get(&kind).ok_or(CreateError::UnknownKind(kind))?;
         let params = match params {
@@ -122,9 +127,17 @@ impl Registry {
             _ => return Err(CreateError::InvalidParams("params must be an object".to_owned())),
         };
         let prepared = kind.prepare(params.clone()).map_err(CreateError::InvalidParams)?;
+        let owner_place = self
+            .inner
+            .owners
+            .admit(owner.as_ref())
+            .map_err(|full| CreateError::OwnerQueueFull(full.0))?;
         let max_queued = self.inner.settings.max_queued;
         if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= max_queued {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            if let Some(place) = &owner_place {
+                place.leave_queue();
+            }
             return Err(CreateError::QueueFull(max_queued));
         }
         let id = JobId::generate();
@@ -143,7 +156,8 @@ impl Registry {
         let (publisher, first) = Publisher::start(
             JobModel::new(id, kind.shared_name(), params, Utc::now())
                 .with_labels(labels)
-                .with_retry_of(retry_of),
+                .with_retry_of(retry_of)
+                .with_owner(owner, Arc::from(self.inner.settings.stream_urls.of(id))),
             &self.inner.store,
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),
@@ -154,6 +168,7 @@ impl Registry {
             ended: CancellationToken::new(),
             queued: Arc::new(AtomicBool::new(true)),
             stopped: CancellationToken::new(),
+            owner: owner_place.map(Arc::new),
         };
         // Tracked before its first state is visible, so that a cancel
         // arriving at once finds its control.

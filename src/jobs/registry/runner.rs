@@ -33,14 +33,22 @@ impl Registry {
         let _stopped = control.stopped.clone().drop_guard();
         let started = async {
             match start {
-                Start::RunningSlot => Ok(Some(
-                    self.inner
+                Start::RunningSlot => {
+                    // The owner's place first: waiting for it holds no place
+                    // in the server's queue.
+                    let owner_permit = match &control.owner {
+                        Some(owner) => owner.running_permit().await,
+                        None => None,
+                    };
+                    let slot = self
+                        .inner
                         .running_slots
                         .clone()
                         .acquire_owned()
                         .await
-                        .expect("the running-slot semaphore is never closed"),
-                )),
+                        .expect("the running-slot semaphore is never closed");
+                    Ok(Some((slot, owner_permit)))
+                }
                 Start::WorkerArrived(arrived, start_timeout) => {
                     let waited = async {
                         match start_timeout {
