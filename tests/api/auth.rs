@@ -214,7 +214,7 @@ async fn wrong_keys_of_any_length_and_huge_headers_are_refused_cleanly() {
         anonymous
             .client
             .get(anonymous.url("/v1/jobs"))
-            .bearer_auth("h".repeat(64 * 1024)),
+            .bearer_auth("h".repeat(9000)),
     )
     .await;
     assert_eq!(huge.status(), 431, "a head over the limit");
