@@ -92,17 +92,15 @@ pub async fn retry(
 }
 
 /// Who a new job belongs to: the requester, or the owner a service or an
-/// admin names. Without authentication jobs have no owner.
+/// admin names. Without authentication jobs have no owner, whatever the
+/// body says.
 fn owner_of_new_job(access: &Access, named: Option<String>) -> Result<Option<Arc<str>>, ApiError> {
     match (named, access) {
-        (None, _) => Ok(access.subject().cloned()),
-        (Some(_), Access::Open) => Err(ApiError::Unprocessable(
-            "owner is set by authentication, which is off".to_owned(),
-        )),
+        (Some(owner), _) if owner.is_empty() => Err(ApiError::Unprocessable("owner must not be empty".to_owned())),
+        (None, _) | (Some(_), Access::Open) => Ok(access.subject().cloned()),
         (Some(_), _) if !access.may_act_for_others() => Err(ApiError::Forbidden(
             "only a service or an admin may create a job for another owner".to_owned(),
         )),
-        (Some(owner), _) if owner.is_empty() => Err(ApiError::Unprocessable("owner must not be empty".to_owned())),
         (Some(owner), _) => Ok(Some(Arc::from(owner))),
     }
 }
