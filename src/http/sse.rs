@@ -69,13 +69,15 @@ type OwnerStreams = Arc<Mutex<HashMap<Arc<str>, usize>>>;
 /// One open stream's place; given back when the stream is dropped.
 pub struct StreamSlot {
     open: Arc<AtomicUsize>,
-    owner: Option<(OwnerStreams, Arc<str>)>,
+    /// The owner it counts against, with a per-owner limit: boxed, so that
+    /// every idle stream is no larger without one.
+    owner: Option<Box<(OwnerStreams, Arc<str>)>>,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-        if let Some((owners, owner)) = &self.owner {
+        if let Some((owners, owner)) = self.owner.as_deref() {
             let mut owners = owners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(count) = owners.get_mut(owner) {
                 *count -= 1;
@@ -128,7 +130,7 @@ impl StreamSlots {
                 });
             }
             *count += 1;
-            slot.owner = Some((self.owners.clone(), owner.clone()));
+            slot.owner = Some(Box::new((self.owners.clone(), owner.clone())));
         }
         Ok(slot)
     }
