@@ -380,3 +380,50 @@ async fn settings_that_cannot_work_stop_the_server_with_one_line() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_retry_keeps_the_old_jobs_owner_whoever_asks() {
+    let server = AuthApp::spawn().await;
+    let alice = server.caller(ALICE_KEY);
+    let job = alice.create_demo(json!({"delay_ms": 60_000})).await;
+    let id = id_of(&job);
+    assert_eq!(alice.post(&format!("/v1/jobs/{id}/cancel")).await.status(), 200);
+    let by_service = server.caller(SERVICE_KEY).post(&format!("/v1/jobs/{id}/retry")).await;
+    assert_eq!(by_service.status(), 202);
+    let retried: Value = by_service.json().await.unwrap();
+    assert_eq!(retried["owner"], "alice");
+    assert_eq!(retried["retry_of"], id.as_str());
+    assert_eq!(
+        alice.get_ok(&format!("/v1/jobs/{}", id_of(&retried))).await["owner"],
+        "alice"
+    );
+}
+
+#[tokio::test]
+async fn external_workers_keep_calling_with_their_jobs_token() {
+    let keys = keys_file();
+    let kinds = "[kinds.ingest]\ndescription = \"in a worker\"\n[kinds.ingest.external]\n";
+    let app = TestApp::spawn_with_kinds_file(with_auth(test_config(), &keys), kinds, std::path::Path::new(".")).await;
+    let server = AuthApp { app, _keys: keys };
+    let job = server.caller(ALICE_KEY).create_job(&json!({"kind": "ingest"})).await;
+    let (id, token) = (id_of(&job), job["worker_token"].as_str().unwrap().to_owned());
+    let worker = server.caller(&token);
+    assert_eq!(worker.post(&format!("/v1/jobs/{id}/heartbeat")).await.status(), 200);
+    // The worker token is no principal's credential.
+    assert_unauthenticated(worker.get(&format!("/v1/jobs/{id}")).await, "a worker token on GET").await;
+    assert_problem(
+        server.caller(ALICE_KEY).post(&format!("/v1/jobs/{id}/heartbeat")).await,
+        403,
+        "a key as worker token",
+    )
+    .await;
+    let completed = worker
+        .post_json(&format!("/v1/jobs/{id}/complete"), &json!({"result": 1}))
+        .await;
+    assert_eq!(completed.status(), 200);
+    let done = server.caller(ALICE_KEY).get_ok(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(
+        (done["status"].as_str(), done["owner"].as_str()),
+        (Some("completed"), Some("alice"))
+    );
+}
