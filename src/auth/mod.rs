@@ -123,11 +123,12 @@ impl Auth {
             return None;
         }
         let looks_like_jwt = credential.bytes().filter(|&byte| byte == b'.').count() == 2;
-        match (&self.jwt, &self.keys) {
-            (Some(jwt), _) if looks_like_jwt => jwt.verify(credential),
-            (_, Some(keys)) => keys.find(credential).cloned(),
-            _ => None,
-        }
+        let from_jwt = self
+            .jwt
+            .as_ref()
+            .filter(|_| looks_like_jwt)
+            .and_then(|jwt| jwt.verify(credential));
+        from_jwt.or_else(|| self.keys.as_ref()?.find(credential).cloned())
     }
 
     /// How the request is let in, or why not.
@@ -145,7 +146,7 @@ impl Auth {
                 .verify(ticket)
                 .map_err(|error| unauthenticated(&error.to_string()))?;
             return match ticket_target(request.method(), request.uri().path()) {
-                Some(target) if target == id.to_string() => Ok(Access::Ticket(id)),
+                Some(target) if target.parse::<JobId>().is_ok_and(|target| target == id) => Ok(Access::Ticket(id)),
                 Some(_) => Err(ApiError::Forbidden("the ticket is for another job".to_owned())),
                 None => Err(ApiError::Forbidden(
                     "a ticket only reads its job: GET the job or its stream".to_owned(),

@@ -54,6 +54,12 @@ async fn the_stream_url_alone_follows_its_job_to_the_end_and_resumes() {
         .get_ok(&format!("/v1/jobs/{}?ticket={}", id_of(&job), ticket_of(&job)))
         .await;
     assert_eq!(now["status"], "completed");
+    let spelled = format!("/v1/jobs/{}?ticket={}", id_of(&job).to_uppercase(), ticket_of(&job));
+    assert_eq!(
+        anonymous.get_ok(&spelled).await["id"],
+        job["id"],
+        "the id however spelled"
+    );
     let polled = anonymous
         .get_ok(&format!(
             "/v1/jobs/{}?ticket={}&wait_seconds=1&after_seq=1",
