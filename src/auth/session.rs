@@ -4,7 +4,8 @@
 //! credential itself rather than a session of its own, so it expires with
 //! the JWT and stops working when the key is removed, and any instance
 //! reads it without shared session state. It is `HttpOnly` (no script
-//! reads it), `SameSite=Strict`, and `Secure` over TLS.
+//! reads it), `SameSite=Strict`, and `Secure` over TLS (jobcast's own, or
+//! a proxy's that sends `X-Forwarded-Proto: https`).
 //!
 //! A state change authenticated only by the cookie must come from a page
 //! of the server's own origin or of an allowed CORS origin: the `Origin`
@@ -16,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 pub const COOKIE_NAME: &str = "jobcast_session";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 /// The `Set-Cookie` value that keeps `credential` for the session.
 pub fn set_cookie(credential: &str, tls: bool) -> HeaderValue {
@@ -64,6 +66,20 @@ pub fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Whether the browser reached the server over HTTPS: jobcast's own TLS,
+/// or a proxy in front that terminated it and says so in
+/// `X-Forwarded-Proto` (a header no page of another site can add to a
+/// request it makes the browser send).
+pub fn is_https(headers: &HeaderMap, tls: bool) -> bool {
+    match headers.get(X_FORWARDED_PROTO).and_then(|proto| proto.to_str().ok()) {
+        Some(proto) => proto
+            .split(',')
+            .next()
+            .is_some_and(|first| first.trim().eq_ignore_ascii_case("https")),
+        None => tls,
+    }
+}
+
 /// Whether the request's `Origin` is the server's own: its scheme and the
 /// request's host (the `Host` header, or over HTTP/2 the URI's authority).
 pub fn is_own_origin(headers: &HeaderMap, uri: &Uri, tls: bool) -> bool {
@@ -74,7 +90,7 @@ pub fn is_own_origin(headers: &HeaderMap, uri: &Uri, tls: bool) -> bool {
         .get(HOST)
         .and_then(|host| host.to_str().ok())
         .or_else(|| uri.authority().map(|authority| authority.as_str()));
-    let scheme = if tls { "https://" } else { "http://" };
+    let scheme = if is_https(headers, tls) { "https://" } else { "http://" };
     match (origin.strip_prefix(scheme), host) {
         (Some(origin_host), Some(host)) => origin_host.eq_ignore_ascii_case(host),
         _ => false,
@@ -136,5 +152,12 @@ mod tests {
         assert!(!is_own_origin(&headers("null", Some("127.0.0.1:8080")), &plain, false));
         assert!(is_own_origin(&headers("https://127.0.0.1:8443", None), &h2, true));
         assert!(!is_own_origin(&headers("https://127.0.0.1:8443", None), &plain, true));
+        let mut proxied = headers("https://jobs.example.com", Some("jobs.example.com"));
+        assert!(!is_own_origin(&proxied, &plain, false));
+        proxied.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        assert!(is_own_origin(&proxied, &plain, false));
+        assert!(is_https(&proxied, false));
+        proxied.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        assert!(!is_https(&proxied, true), "the proxy knows how the browser came");
     }
 }

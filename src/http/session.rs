@@ -20,18 +20,16 @@ pub async fn create(State(app): State<AppState>, access: Access, headers: Header
     let credential = auth::bearer(&headers)?.ok_or_else(|| {
         ApiError::Unauthenticated("send the credential to keep as `Authorization: Bearer <credential>`".to_owned())
     })?;
+    let https = session::is_https(&headers, app.auth.tls());
     Ok((
         StatusCode::NO_CONTENT,
-        [(SET_COOKIE, session::set_cookie(credential, app.auth.tls()))],
+        [(SET_COOKIE, session::set_cookie(credential, https))],
     )
         .into_response())
 }
 
 /// Clears the session cookie.
-pub async fn delete(State(app): State<AppState>, _access: Access) -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [(SET_COOKIE, session::clear_cookie(app.auth.tls()))],
-    )
-        .into_response()
+pub async fn delete(State(app): State<AppState>, _access: Access, headers: HeaderMap) -> Response {
+    let https = session::is_https(&headers, app.auth.tls());
+    (StatusCode::NO_CONTENT, [(SET_COOKIE, session::clear_cookie(https))]).into_response()
 }
