@@ -373,7 +373,7 @@ impl Api {
             let what = format!("the stream answered 204 but the job is {}", job.status.as_str());
             return Err(protocol(url, what));
         }
-        if last_seq.map_or(true, |seq| job.seq > seq) {
+        if last_seq.is_none_or(|seq| job.seq > seq) {
             on_state(&job);
         }
         Ok(job)

@@ -59,6 +59,8 @@ pub struct ListQuery {
     pub kinds: Vec<String>,
     /// Every one must match.
     pub labels: Vec<LabelFilter>,
+    /// Only this owner's jobs, when set.
+    pub owner: Option<Arc<str>>,
     /// Only jobs older than this one (the cursor).
     pub before: Option<JobId>,
     pub limit: usize,

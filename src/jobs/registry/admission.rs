@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::idempotency::{Asked, IdempotencyKey, KeyClaim, Lookup};
+use super::owners::OwnerPlace;
 use super::runner::Start;
 use super::{lock, JobControl, Registry};
 use crate::jobs::kind::{Kind, Prepared, PreparedJob};
@@ -39,6 +40,8 @@ pub enum CreateError {
     Store(#[from] AppendError),
     #[error("the Idempotency-Key was already used for job {0}, with a different request")]
     KeyReused(JobId),
+    #[error("the owner has {0} queued jobs, its limit")]
+    OwnerQueueFull(usize),
 }
 
 /// What a create request asks for, its labels already checked.
@@ -50,6 +53,8 @@ pub struct JobRequest {
     pub labels: Labels,
     /// The failed or cancelled job this one retries.
     pub retry_of: Option<JobId>,
+    /// The job's owner; None without authentication.
+    pub owner: Option<Arc<str>>,
 }
 
 /// A job just created, or the job an earlier request with the same
@@ -115,6 +120,7 @@ impl Registry {
             params,
             labels,
             retry_of,
+            owner,
         } = request;
         let kind = self.inner.kinds.get(&kind).ok_or(CreateError::UnknownKind(kind))?;
         let params = match params {
@@ -123,9 +129,17 @@ impl Registry {
             _ => return Err(CreateError::InvalidParams("params must be an object".to_owned())),
         };
         let prepared = kind.prepare(params.clone()).map_err(CreateError::InvalidParams)?;
+        let owner_place = self
+            .inner
+            .owners
+            .admit(owner.as_ref())
+            .map_err(|full| CreateError::OwnerQueueFull(full.0))?;
         let max_queued = self.inner.settings.max_queued;
         if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= max_queued {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            if let Some(place) = &owner_place {
+                place.leave_queue();
+            }
             return Err(CreateError::QueueFull(max_queued));
         }
         let id = JobId::generate();
@@ -149,7 +163,8 @@ impl Registry {
         };
         let model = JobModel::new(id, kind.shared_name(), params, Utc::now())
             .with_labels(labels)
-            .with_retry_of(retry_of);
+            .with_retry_of(retry_of)
+            .with_owner(owner, Arc::from(self.inner.settings.stream_urls.of(id)));
         let secrets = (secrets != JobSecrets::default()).then_some(secrets);
         let registry = self.clone();
         let kind = kind.clone();
@@ -162,7 +177,7 @@ impl Registry {
                 registry.inner.settings.publish_interval,
                 registry.inner.metrics.clone(),
             );
-            let control = registry.control_for(publisher);
+            let control = registry.control_for(publisher, owner_place);
             // Tracked before its first state is visible, so that a cancel
             // arriving at once finds its control.
             registry.controls().insert(id, control.clone());
@@ -194,14 +209,16 @@ impl Registry {
         })
     }
 
-    /// A queued job's handles, around its publisher.
-    pub(super) fn control_for(&self, publisher: Arc<Publisher>) -> JobControl {
+    /// A queued job's handles, around its publisher, with its owner's
+    /// place when per-owner limits apply.
+    pub(super) fn control_for(&self, publisher: Arc<Publisher>, owner_place: Option<OwnerPlace>) -> JobControl {
         JobControl {
             publisher,
             cancel: self.inner.shutdown.child_token(),
             ended: CancellationToken::new(),
             queued: Arc::new(AtomicBool::new(true)),
             stopped: CancellationToken::new(),
+            owner: owner_place.map(Arc::new),
         }
     }
 
@@ -217,7 +234,15 @@ impl Registry {
     ) {
         let id = control.publisher.id();
         let (start, work) = match prepared {
-            Prepared::InProcess(work) => (Start::running_slot(&self.inner.running_slots), work),
+            Prepared::InProcess(work) => {
+                // A job whose owner has a running limit waits for its
+                // owner's place first, holding no place in the server's queue.
+                let start = match &control.owner {
+                    Some(_) if self.inner.settings.max_running_per_owner.is_some() => Start::after_owner_place(),
+                    _ => Start::running_slot(&self.inner.running_slots),
+                };
+                (start, work)
+            }
             Prepared::External(settings) => {
                 let start_timeout = settings.start_timeout;
                 let token = worker_token.unwrap_or_else(WorkerToken::generate);

@@ -26,16 +26,17 @@ pub enum CancelError {
 }
 
 impl Registry {
-    /// Cancels a job and answers once it has stopped: its final state if it
-    /// ended cancelled, or [`CancelError::AlreadyEnded`] if it ended otherwise.
-    pub async fn cancel(&self, id: JobId) -> Result<Arc<Published>, CancelError> {
+    /// Cancels a job at the request of `by` (None without authentication)
+    /// and answers once it has stopped: its final state if it ended
+    /// cancelled, or [`CancelError::AlreadyEnded`] if it ended otherwise.
+    pub async fn cancel(&self, id: JobId, by: Option<Arc<str>>) -> Result<Arc<Published>, CancelError> {
         let asked_at = Instant::now();
         let Some(control) = self.control(id) else {
             // Ended before this request, or never existed.
             return self.final_answer(id).await;
         };
         let grace = self.inner.settings.cancel_grace;
-        match control.publisher.request_cancel().await {
+        match control.publisher.request_cancel(by).await {
             (CancelRequest::CancelledWhileQueued, ended) => {
                 if ended.is_some() {
                     self.job_ended(id);

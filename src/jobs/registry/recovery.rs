@@ -92,14 +92,21 @@ impl Registry {
         let created_at = stored_time(job, "created_at").unwrap_or_else(Utc::now);
         let model = JobModel::restored_queued(job.job_id, job.kind.clone(), params.clone(), created_at, job.seq)
             .with_labels(job.labels.clone())
-            .with_retry_of(retry_of);
+            .with_retry_of(retry_of)
+            .with_owner(
+                job.owner.clone(),
+                Arc::from(self.inner.settings.stream_urls.of(job.job_id)),
+            );
         let publisher = Publisher::resume(
             model,
             &self.inner.store,
             self.inner.settings.publish_interval,
             self.inner.metrics.clone(),
         );
-        let control = self.control_for(publisher);
+        // Per-owner limits count it again; its owner's queue limit does not
+        // refuse a job that was already accepted.
+        let owner_place = self.inner.owners.admit(job.owner.as_ref()).ok().flatten();
+        let control = self.control_for(publisher, owner_place);
         self.inner.queued.fetch_add(1, Ordering::AcqRel);
         self.controls().insert(job.job_id, control.clone());
         let prepared = match self.inner.kinds.get(&*job.kind) {
@@ -164,6 +171,7 @@ impl Registry {
             seq,
             Bytes::from(json),
         )
+        .with_owner(job.owner.clone())
         .following(job.seq);
         match self.inner.store.commit(state).await {
             Ok(_) => {

@@ -64,12 +64,14 @@ impl SqliteStore {
             };
             let id: JobId = job.id.parse().map_err(|_| corrupt("a malformed id"))?;
             let status: JobStatus = job.status.parse().map_err(|_| corrupt("an unknown status"))?;
-            let labels = stored_labels(job.state.as_bytes()).ok_or_else(|| corrupt("malformed labels"))?;
+            let (labels, owner) =
+                stored_labels_and_owner(job.state.as_bytes()).ok_or_else(|| corrupt("malformed labels or owner"))?;
             if let Some(secrets) = &job.secrets {
                 let secrets = serde_json::from_str(secrets).map_err(|_| corrupt("malformed secrets"))?;
                 restored_secrets.insert(id, Arc::new(secrets));
             }
-            let state = NewState::new(id, Arc::from(job.kind), labels, status, job.seq, Bytes::from(job.state));
+            let state = NewState::new(id, Arc::from(job.kind), labels, status, job.seq, Bytes::from(job.state))
+                .with_owner(owner);
             jobs.push((state, job.event_id));
         }
         let next_event_id = jobs.iter().map(|(_, id)| id + 1).max().unwrap_or(0).max(horizon + 1);
@@ -96,18 +98,21 @@ impl SqliteStore {
     }
 }
 
-/// The labels in a stored job's JSON (none when it has none).
-fn stored_labels(json: &[u8]) -> Option<Arc<Labels>> {
+/// The labels and the owner in a stored job's JSON (none when it has none).
+fn stored_labels_and_owner(json: &[u8]) -> Option<(Arc<Labels>, Option<Arc<str>>)> {
     #[derive(serde::Deserialize)]
     struct Stored {
         #[serde(default)]
         labels: Option<serde_json::Value>,
+        #[serde(default)]
+        owner: Option<String>,
     }
     let stored: Stored = serde_json::from_slice(json).ok()?;
-    match stored.labels {
-        None | Some(serde_json::Value::Null) => Some(Arc::default()),
-        Some(labels) => Labels::from_json(labels).ok().map(Arc::new),
-    }
+    let labels = match stored.labels {
+        None | Some(serde_json::Value::Null) => Arc::default(),
+        Some(labels) => Arc::new(Labels::from_json(labels).ok()?),
+    };
+    Some((labels, stored.owner.map(Arc::from)))
 }
 
 impl Store for SqliteStore {
