@@ -93,6 +93,35 @@ impl fmt::Display for StoreChoice {
     }
 }
 
+/// A secret from the command line or the environment: never printed, not
+/// even by `Debug`.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(text.to_owned()))
+    }
+}
+
 /// jobcast: runs long jobs and streams their progress over Server-Sent Events.
 #[derive(Clone, Debug, Parser, PartialEq)]
 #[command(name = "jobcast", version, about, long_about = None)]
@@ -180,6 +209,65 @@ pub struct Config {
     #[arg(long, env = "JOBCAST_TLS_KEY", value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
 
+    /// API keys (TOML): `[[key]]` tables with `subject`, `role` (`user`,
+    /// `service` or `admin`) and `sha256`, the hex SHA-256 of the key; the
+    /// keys themselves are never stored.
+    #[arg(long, env = "JOBCAST_AUTH_KEYS", value_name = "FILE")]
+    pub auth_keys: Option<PathBuf>,
+
+    /// Accept JWTs signed with this HS256 secret (at least 32 bytes).
+    #[arg(long, env = "JOBCAST_JWT_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub jwt_secret: Option<Secret>,
+
+    /// Accept JWTs signed with the private half of this public key (PEM,
+    /// RSA for RS256 or P-256 for ES256).
+    #[arg(long, env = "JOBCAST_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Accept only JWTs whose `iss` is this.
+    #[arg(long, env = "JOBCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Accept only JWTs whose `aud` names this.
+    #[arg(long, env = "JOBCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Signs stream tickets (at least 32 bytes); give every instance the
+    /// same one so a ticket works on each and across restarts. Defaults to
+    /// a key derived from --jwt-secret; needed with authentication otherwise.
+    #[arg(long, env = "JOBCAST_TICKET_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub ticket_secret: Option<Secret>,
+
+    /// Serve a non-loopback --listen address without authentication.
+    #[arg(long, env = "JOBCAST_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// A web origin (`https://app.example.com`) whose pages may call the API
+    /// and open streams with credentials (CORS); repeat for more, or give a
+    /// comma-separated list in the variable.
+    #[arg(
+        long = "cors-origin",
+        env = "JOBCAST_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Jobs one owner may have running at once; its others wait `queued`
+    /// while other owners' jobs take free slots (default: no limit).
+    #[arg(long, env = "JOBCAST_MAX_RUNNING_PER_OWNER")]
+    pub max_running_per_owner: Option<usize>,
+
+    /// Jobs one owner may have queued; beyond, creation answers 429 with
+    /// Retry-After (default: no limit).
+    #[arg(long, env = "JOBCAST_MAX_QUEUED_PER_OWNER")]
+    pub max_queued_per_owner: Option<usize>,
+
+    /// Event streams one principal may have open; beyond, a stream answers
+    /// 429 with Retry-After (default: no limit).
+    #[arg(long, env = "JOBCAST_MAX_STREAMS_PER_OWNER")]
+    pub max_streams_per_owner: Option<usize>,
+
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "JOBCAST_LOG", default_value = "info")]
     pub log: String,
@@ -212,6 +300,17 @@ impl Default for Config {
             http2_max_streams: 200,
             tls_cert: None,
             tls_key: None,
+            auth_keys: None,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            ticket_secret: None,
+            allow_anonymous: false,
+            cors_origins: Vec::new(),
+            max_running_per_owner: None,
+            max_queued_per_owner: None,
+            max_streams_per_owner: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
         }
@@ -240,10 +339,10 @@ mod tests {
         );
         assert_eq!(store("memory").unwrap(), StoreChoice::Memory);
         assert!(store("sqlite:").is_err());
-        assert!(store("redis://127.0.0.1:6379")
-            .unwrap_err()
-            .to_string()
-            .contains("not supported yet"));
+        assert_eq!(
+            store("redis://127.0.0.1:6379/2").unwrap(),
+            StoreChoice::Redis("redis://127.0.0.1:6379/2".to_owned())
+        );
         assert!(store("postgres://x").is_err());
     }
 

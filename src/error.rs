@@ -35,8 +35,14 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// No valid credential (CONTRACT.md "Who may do what"); the worker
+    /// calls' missing token is [`ApiError::Unauthorized`].
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_seconds: u64 },
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_seconds: u64 },
     #[error("the request head did not arrive within {}", humantime::format_duration(*.0))]
@@ -52,7 +58,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -73,6 +80,7 @@ fn problem_type(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => "urn:jobcast:problem:payload-too-large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "urn:jobcast:problem:unsupported-media-type",
         StatusCode::UNPROCESSABLE_ENTITY => "urn:jobcast:problem:unprocessable-entity",
+        StatusCode::TOO_MANY_REQUESTS => "urn:jobcast:problem:too-many-requests",
         StatusCode::SERVICE_UNAVAILABLE => "urn:jobcast:problem:service-unavailable",
         _ => "urn:jobcast:problem:internal",
     }
@@ -107,6 +115,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable {
                 retry_after_seconds, ..
+            }
+            | ApiError::TooManyRequests {
+                retry_after_seconds, ..
             } => {
                 let mut response = problem(status, &detail, None);
                 response
@@ -122,6 +133,13 @@ impl IntoResponse for ApiError {
                 );
                 response
             }
+            ApiError::Unauthenticated(_) => {
+                let mut response = problem(status, &detail, None);
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"jobcast\""));
+                response
+            }
             _ => problem(status, &detail, None),
         }
     }
@@ -133,6 +151,10 @@ impl From<CreateError> for ApiError {
             CreateError::UnknownKind(_) | CreateError::InvalidParams(_) | CreateError::KeyReused(_) => {
                 ApiError::Unprocessable(error.to_string())
             }
+            CreateError::OwnerQueueFull(_) => ApiError::TooManyRequests {
+                detail: error.to_string(),
+                retry_after_seconds: 1,
+            },
             CreateError::QueueFull(_) => ApiError::Unavailable {
                 detail: error.to_string(),
                 retry_after_seconds: 1,

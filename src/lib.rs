@@ -24,6 +24,8 @@
 //!   the in-memory backend in [`store::memory`].
 //! - [`http`]: the API's router and handlers; [`http::sse`] holds the stream
 //!   rules (snapshot, resume, lag, keep-alive, pacing).
+//! - [`auth`]: who may do what: API keys, JWTs, stream tickets, the
+//!   session cookie, CORS, and the middleware that lets requests in.
 //! - [`error`]: every API error as problem+json.
 //! - `server`: accepting connections (plain or TLS) and serving the router
 //!   on each, over HTTP/1.1 or HTTP/2; [`Transport`] says which.
@@ -58,6 +60,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -70,6 +73,7 @@ mod server;
 pub mod store;
 pub mod telemetry;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,7 +90,7 @@ pub use jobs::{JobError, JobId, JobStatus};
 pub use server::{TlsError, Transport};
 
 use config::StoreChoice;
-use jobs::registry::{EngineSettings, Registry};
+use jobs::registry::{EngineSettings, Registry, StreamUrls};
 use store::memory::MemoryStore;
 use store::redis::RedisStore;
 use store::sqlite::SqliteStore;
@@ -102,17 +106,23 @@ pub enum StartError {
     #[error("cannot use the store {store}: {source}")]
     Store {
         store: StoreChoice,
-        source: store::sqlite::OpenError,
+        source: Box<store::sqlite::OpenError>,
     },
     #[error("cannot use the store {store}: {source}")]
     SharedStore {
         store: StoreChoice,
-        source: store::redis::OpenError,
+        source: Box<store::redis::OpenError>,
     },
     #[error("{0}")]
     KindsFile(#[from] kinds::file::KindsFileError),
     #[error("{0}")]
     Transport(#[from] TlsError),
+    #[error("{0}")]
+    Auth(#[from] auth::SetupError),
+    #[error(
+        "refusing to serve {0} to the network without authentication: configure --auth-keys or --jwt-secret/--jwt-public-key, or pass --allow-anonymous"
+    )]
+    Exposed(SocketAddr),
 }
 
 /// A jobcast service: the job engine and the state its HTTP API needs.
@@ -124,17 +134,20 @@ pub struct App {
 impl App {
     /// A service running `kinds`, configured by `config`; it ends every job
     /// when `shutdown` is cancelled. Opens the store `config` names and
-    /// takes over the jobs an earlier run left in it.
+    /// takes over the jobs an earlier run left in it. Fails when the store
+    /// or the authentication settings cannot be used (an unreadable keys
+    /// file, a short secret, …).
     pub async fn new(
         config: &Config,
         kinds: impl IntoIterator<Item = Kind>,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
+        let auth = Arc::new(auth::Auth::from_config(config)?);
         let store: Arc<dyn Store> = match &config.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Sqlite(path) => Arc::new(SqliteStore::open(path).map_err(|source| StartError::Store {
                 store: config.store.clone(),
-                source,
+                source: Box::new(source),
             })?),
             StoreChoice::Redis(url) => {
                 Arc::new(
@@ -142,7 +155,7 @@ impl App {
                         .await
                         .map_err(|source| StartError::SharedStore {
                             store: config.store.clone(),
-                            source,
+                            source: Box::new(source),
                         })?,
                 )
             }
@@ -161,6 +174,12 @@ impl App {
                 retention: config.retention,
                 max_finished: config.max_finished,
                 publish_interval: config.publish_interval,
+                max_running_per_owner: config.max_running_per_owner,
+                max_queued_per_owner: config.max_queued_per_owner,
+                stream_urls: {
+                    let auth = auth.clone();
+                    StreamUrls::new(move |id| auth.stream_url(id))
+                },
             },
             metrics.clone(),
             shutdown,
@@ -169,7 +188,7 @@ impl App {
             registry.recover().await;
         }
         Ok(App {
-            state: AppState::new(registry, metrics, config),
+            state: AppState::new(registry, metrics, config, auth),
         })
     }
 
@@ -202,7 +221,8 @@ pub async fn serve_with(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let scheme = if transport.is_tls() { "https" } else { "http" };
-    tracing::info!(address = %listener.local_addr()?, scheme, "jobcast listening");
+    let auth = app.state.auth.is_on();
+    tracing::info!(address = %listener.local_addr()?, scheme, auth, "jobcast listening");
     let listener = listener.tap_io(|tcp| {
         // Progress events are small and latency matters more than packing.
         if let Err(error) = tcp.set_nodelay(true) {
@@ -238,7 +258,18 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<App, 
         tracing::info!(path = %path.display(), kinds = from_file.len(), "kinds file read");
         kinds.extend(from_file);
     }
-    App::new(config, kinds, shutdown).await
+    let app = App::new(config, kinds, shutdown).await?;
+    check_exposure(config.listen, &app, config)?;
+    Ok(app)
+}
+
+/// Refuses to serve `address` beyond loopback without authentication,
+/// unless the config allows it (CONTRACT.md, "Who may do what").
+fn check_exposure(address: SocketAddr, app: &App, config: &Config) -> Result<(), StartError> {
+    if address.ip().is_loopback() || app.state.auth.is_on() || config.allow_anonymous {
+        return Ok(());
+    }
+    Err(StartError::Exposed(address))
 }
 
 /// [`start`], then [`serve_with`] on `listener` over the transport the
@@ -247,6 +278,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let invalid = |error: StartError| std::io::Error::new(std::io::ErrorKind::InvalidInput, error);
     let transport = Transport::from_config(&config).map_err(|error| invalid(error.into()))?;
     let app = start(&config, shutdown.clone()).await.map_err(invalid)?;
+    check_exposure(listener.local_addr()?, &app, &config).map_err(invalid)?;
     serve_with(listener, app, transport, shutdown).await
 }
 

@@ -52,6 +52,8 @@ pub struct NewState {
     /// The job's labels, shared by all its states: what listings and the
     /// all-jobs stream filter on.
     pub labels: Arc<Labels>,
+    /// The job's owner (None without authentication): who may see it.
+    pub owner: Option<Arc<str>>,
     pub status: JobStatus,
     /// The job's own sequence number: the id of per-job stream events.
     pub seq: u64,
@@ -78,6 +80,7 @@ impl NewState {
             job_id,
             kind,
             labels,
+            owner: None,
             status,
             seq,
             follows: seq.saturating_sub(1),
@@ -91,6 +94,12 @@ impl NewState {
     pub fn following(self, follows: u64) -> Self {
         NewState { follows, ..self }
     }
+
+    /// The same state, of a job `owner` owns.
+    pub fn with_owner(mut self, owner: Option<Arc<str>>) -> Self {
+        self.owner = owner;
+        self
+    }
 }
 
 /// One published state of one job, serialised once.
@@ -100,6 +109,8 @@ pub struct Published {
     pub kind: Arc<str>,
     /// The job's labels, shared by all its states.
     pub labels: Arc<Labels>,
+    /// The job's owner (None without authentication): who may see it.
+    pub owner: Option<Arc<str>>,
     pub status: JobStatus,
     /// The job's own sequence number: the id of per-job stream events.
     pub seq: u64,
@@ -123,6 +134,7 @@ impl Published {
             job_id: state.job_id,
             kind: state.kind,
             labels: state.labels,
+            owner: state.owner,
             status: state.status,
             seq: state.seq,
             event_id,

@@ -36,13 +36,18 @@ impl Server {
     /// test opens the gate, then complete: a job that ends exactly when a
     /// test says so.
     async fn start() -> Server {
+        Server::start_with(Config::default()).await
+    }
+
+    /// [`Server::start`] with `config`'s settings.
+    async fn start_with(config: Config) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             store: jobcast::config::StoreChoice::Memory,
-            ..Config::default()
+            ..config
         };
         let gate = Arc::new(Semaphore::new(0));
         let gated = {
@@ -170,6 +175,7 @@ fn jobcast(args: &[&str]) -> Command {
     command
         .args(args)
         .env_remove("JOBCAST_URL")
+        .env_remove("JOBCAST_TOKEN")
         .env("JOBCAST_STORE", "memory")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -928,4 +934,64 @@ async fn yes_to_a_job_that_completed_meanwhile_says_it_completed_first() {
     assert_eq!(code, 0, "{seen}");
     assert!(seen.contains("the job completed first"), "{seen}");
     assert!(seen.contains(&format!("job {id} completed")), "{seen}");
+}
+
+#[tokio::test]
+async fn the_client_commands_send_their_token_to_a_server_with_authentication() {
+    let key = "jck_terminal_0123456789abcdef0123456789ab";
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let keys = std::env::temp_dir().join(format!("jobcast-cli-keys-{}.toml", std::process::id()));
+    std::fs::write(
+        &keys,
+        format!("[[key]]\nsubject = \"ops\"\nrole = \"user\"\nsha256 = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let server = Server::start_with(Config {
+        auth_keys: Some(keys.clone()),
+        ticket_secret: Some(jobcast::config::Secret::new(
+            "the-ticket-secret-of-the-cli-test-0123456789",
+        )),
+        ..Config::default()
+    })
+    .await;
+    let params = r#"{"stages": [{"name": "s", "steps": 2}], "step_ms": 0}"#;
+    let submit = ["submit", "demo", "--params", params, "--server", &server.base];
+
+    let refused = run(&submit).await;
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.stderr.contains("401"),
+        "the server's answer is shown: {refused:?}"
+    );
+
+    let submitted = run(&[&submit[..], &["--token", key, "--watch"]].concat()).await;
+    assert_eq!(submitted.code, 0, "{submitted:?}");
+    let id = submitted.stdout.lines().next().unwrap().to_owned();
+    let job: Value = server
+        .http
+        .get(server.url(&format!("/v1/jobs/{id}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["owner"], "ops", "created as the key's subject");
+
+    let watched = tokio::time::timeout(
+        WAIT,
+        jobcast(&["watch", &id, "--server", &server.base])
+            .env("JOBCAST_TOKEN", key)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(watched.status.code(), Some(0), "JOBCAST_TOKEN works too: {watched:?}");
+    let _ = std::fs::remove_file(keys);
 }

@@ -88,11 +88,17 @@ function createView(job) {
 }
 
 /**
- * The job's labels, each a button that adds it to the label filter, and
- * the job it retries; nothing for a job with neither.
+ * The job's owner (with authentication on), its labels, each a button that
+ * adds it to the label filter, and the job it retries; nothing for a job
+ * with none of them.
  */
 function originParts(job) {
   const parts = [];
+  if (job.owner) {
+    const owner = el('p', 'owner', `owner: ${job.owner}`);
+    owner.title = `Owned by ${job.owner}`;
+    parts.push(owner);
+  }
   const labels = Object.entries(job.labels || {});
   if (labels.length) {
     const list = el('ul', 'labels');

@@ -100,6 +100,7 @@ export function renderDetail(changedJobs) {
     if (!TERMINAL.has(job.status) && formatEta(job.eta_seconds)) rows.push(...fact('ETA', formatEta(job.eta_seconds)));
     const labels = Object.entries(job.labels || {});
     if (labels.length) rows.push(...fact('Labels', labels.map(([k, v]) => `${k}=${v}`).join(', '), 'mono'));
+    if (job.owner) rows.push(...fact('Owner', job.owner));
     if (job.retry_of) rows.push(...fact('Retry of', job.retry_of, 'mono'));
     rows.push(...fact('Created', job.created_at || '', 'mono'));
     if (job.started_at) rows.push(...fact('Started', job.started_at, 'mono'));

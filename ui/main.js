@@ -5,7 +5,8 @@
 // Modules: status (lifecycle names), api (requests), store (job states and
 // what changed), frame (one render per animation frame), stream and sync
 // (the all-jobs stream and catching up), card, filters, form, cancel,
-// retry, detail (the parts of the page), dom, format and labels (helpers).
+// retry, detail (the parts of the page), session (signing in when the
+// server has authentication on), dom, format and labels (helpers).
 
 import { cancelJob } from './cancel.js';
 import { refilterCards, renderCard } from './card.js';
@@ -17,6 +18,7 @@ import {
 import { initStartForm } from './form.js';
 import { onFrame } from './frame.js';
 import { retryJob } from './retry.js';
+import { ensureSession } from './session.js';
 import { evict, flushRawStates, takeChanges } from './store.js';
 import { connect } from './stream.js';
 
@@ -57,6 +59,7 @@ $('jobs').addEventListener('click', (event) => {
 
 onFrame(render);
 initDetail();
+await ensureSession();
 initStartForm();
 initFilters();
 connect();

@@ -13,6 +13,7 @@ import { allEventsUrl } from './api.js';
 import { $, setText } from './dom.js';
 import { JOB_EVENTS } from './status.js';
 import { queueRaw, state } from './store.js';
+import { ensureSession } from './session.js';
 import { syncWithServer } from './sync.js';
 
 const conn = { source: null, opened: false, retryTimer: null, backoff: 1000, bannerTimer: null };
@@ -49,11 +50,15 @@ export function connect() {
   };
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) {
-      // A non-200 answer (such as 503 at the stream limit) makes the browser
-      // give up for good: retry ourselves, with backoff.
+      // A non-200 answer (such as 503 at the stream limit, or 401 once the
+      // session has expired) makes the browser give up for good: retry
+      // ourselves, with backoff, signing in again if need be.
       source.close();
       conn.source = null;
-      conn.retryTimer = setTimeout(connect, conn.backoff * (1 + Math.random() / 4));
+      conn.retryTimer = setTimeout(
+        () => ensureSession().then(connect, connect),
+        conn.backoff * (1 + Math.random() / 4),
+      );
       conn.backoff = Math.min(conn.backoff * 2, 30000);
     }
     setConnection(conn.opened ? 'reconnecting' : 'connecting');

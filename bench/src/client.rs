@@ -26,6 +26,8 @@ use tokio::net::{TcpSocket, TcpStream};
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub sources: Vec<IpAddr>,
+    /// The credential every request sends as `Authorization: Bearer`, if any.
+    pub bearer: Option<String>,
 }
 
 impl Endpoint {
@@ -33,7 +35,25 @@ impl Endpoint {
         let sources = (0..source_count.max(1))
             .map(|index| IpAddr::from([127, 0, 0, 1 + (index % 250) as u8]))
             .collect();
-        Endpoint { addr, sources }
+        Endpoint {
+            addr,
+            sources,
+            bearer: None,
+        }
+    }
+
+    /// The same endpoint, sending `credential` as a bearer token.
+    pub fn with_bearer(mut self, credential: Option<&str>) -> Self {
+        self.bearer = credential.map(str::to_owned);
+        self
+    }
+
+    /// The `Authorization` header line of every request (empty without a credential).
+    fn authorization_line(&self) -> String {
+        self.bearer
+            .as_ref()
+            .map(|credential| format!("authorization: Bearer {credential}\r\n"))
+            .unwrap_or_default()
     }
 
     /// Opens connection number `index`, from its source address.
@@ -64,8 +84,9 @@ impl Response {
 pub async fn request(endpoint: &Endpoint, method: &str, path: &str, json: Option<&str>) -> io::Result<Response> {
     let mut stream = endpoint.connect(0).await?;
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
-        endpoint.addr
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n{}",
+        endpoint.addr,
+        endpoint.authorization_line()
     );
     if let Some(json) = json {
         head.push_str(&format!(
@@ -287,8 +308,9 @@ impl EventStream {
     ) -> io::Result<Opened> {
         let mut stream = endpoint.connect(index).await?;
         let mut head = format!(
-            "GET {path} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n",
-            endpoint.addr
+            "GET {path} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n{}",
+            endpoint.addr,
+            endpoint.authorization_line()
         );
         if let Some(id) = last_event_id {
             head.push_str(&format!("last-event-id: {id}\r\n"));

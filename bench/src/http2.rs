@@ -72,6 +72,9 @@ impl Http2Connections {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
+        if let Some(credential) = &self.endpoint.bearer {
+            request = request.header("authorization", format!("Bearer {credential}"));
+        }
         let request = request.body(()).map_err(io::Error::other)?;
         let mut sender = self.sender(index).await?.ready().await.map_err(io::Error::other)?;
         let (response, _) = sender.send_request(request, true).map_err(io::Error::other)?;

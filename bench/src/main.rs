@@ -62,6 +62,11 @@ struct Global {
     /// An extra flag for jobcast (repeat for several), e.g. --jobcast-arg=--keep-alive=0.
     #[arg(long = "jobcast-arg", global = true, allow_hyphen_values = true)]
     jobcast_args: Vec<String>,
+    /// Send this credential as `Authorization: Bearer` with every request
+    /// and stream, for a jobcast with authentication on (given with
+    /// --jobcast-arg=--auth-keys=FILE and its --ticket-secret).
+    #[arg(long, global = true)]
+    bearer: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +188,7 @@ fn main() -> ExitCode {
         source_ips: global.source_ips,
         server_log: global.server_log.clone(),
         jobcast_args: global.jobcast_args.clone(),
+        bearer: global.bearer.clone(),
         common: Common {
             connect_concurrency: global.connect_concurrency,
             http2_connections: global.http2_connections,

@@ -55,6 +55,8 @@ pub struct Launch {
     pub jobcast_args: Vec<String>,
     /// Where the server's output goes; none: discarded.
     pub log: Option<PathBuf>,
+    /// The credential to send as `Authorization: Bearer`, if any.
+    pub bearer: Option<String>,
 }
 
 pub struct Server {
@@ -117,7 +119,7 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        server.endpoint = Endpoint::new(addr, source_ips);
+        server.endpoint = Endpoint::new(addr, source_ips).with_bearer(launch.bearer.as_deref());
         Ok(server)
     }
 

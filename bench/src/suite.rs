@@ -68,6 +68,8 @@ pub struct Environment {
     pub server_log: Option<PathBuf>,
     /// Extra flags for jobcast, after the scenario's own.
     pub jobcast_args: Vec<String>,
+    /// The credential every request and stream sends, if any.
+    pub bearer: Option<String>,
     pub common: Common,
     /// Every run's JSON line is appended here too.
     pub json_out: Option<PathBuf>,
@@ -91,6 +93,7 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
         core: env.server_core,
         jobcast_args,
         log: env.server_log.clone(),
+        bearer: env.bearer.clone(),
     };
     let mut report = match Server::start(&launch, env.source_ips).await {
         Ok(server) => {

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+use super::ServerUrl;
 use crate::jobs::JobStatus;
 
 /// The waits before each reconnect of a dropped stream; after the last one
@@ -97,6 +98,8 @@ fn status_from_str<'de, D: Deserializer<'de>>(deserializer: D) -> Result<JobStat
 /// command with the client-error exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("the token cannot be sent in an HTTP header (it has control characters)")]
+    BadToken,
     #[error("cannot reach the server at {url}: {source}")]
     Unreachable { url: Url, source: reqwest::Error },
     /// An error status, with the problem document's `detail` when there is one.
@@ -125,7 +128,10 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Problem { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
-            ClientError::Protocol { .. } | ClientError::GaveUp { .. } | ClientError::NoLabelledJob(_) => false,
+            ClientError::BadToken
+            | ClientError::Protocol { .. }
+            | ClientError::GaveUp { .. }
+            | ClientError::NoLabelledJob(_) => false,
         }
     }
 }
@@ -146,8 +152,18 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(base: Url) -> Result<Self, ClientError> {
+    /// A client of the server at `server.url`, sending its token, if any.
+    pub fn new(server: &ServerUrl) -> Result<Self, ClientError> {
+        let base = server.url.clone();
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &server.token {
+            let mut bearer =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| ClientError::BadToken)?;
+            bearer.set_sensitive(true);
+            headers.insert(AUTHORIZATION, bearer);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("jobcast/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -373,7 +389,7 @@ impl Api {
             let what = format!("the stream answered 204 but the job is {}", job.status.as_str());
             return Err(protocol(url, what));
         }
-        if last_seq.map_or(true, |seq| job.seq > seq) {
+        if last_seq.is_none_or(|seq| job.seq > seq) {
             on_state(&job);
         }
         Ok(job)

@@ -80,7 +80,7 @@ pub enum Command {
     Retry(RetryArgs),
 }
 
-/// Where the server is.
+/// Where the server is, and the credential it asks for.
 #[derive(Debug, Args)]
 pub struct ServerUrl {
     /// Base URL of the jobcast server.
@@ -92,6 +92,10 @@ pub struct ServerUrl {
         value_parser = parse_server_url
     )]
     pub url: Url,
+    /// For a server with authentication on: an API key or a JWT, sent as
+    /// `Authorization: Bearer`.
+    #[arg(long, value_name = "TOKEN", env = "JOBCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<crate::config::Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -256,8 +260,8 @@ pub async fn run(command: Command) -> ExitCode {
     let exit = match command {
         Command::Watch(WatchArgs {
             id: Some(id), server, ..
-        }) => watch::watch(&server.url, &id).await,
-        Command::Watch(args) => watch::watch_labelled(&args.server.url, &args.labels).await,
+        }) => watch::watch(&server, &id).await,
+        Command::Watch(args) => watch::watch_labelled(&args.server, &args.labels).await,
         Command::Submit(args) => watch::submit(&args).await,
         Command::Retry(args) => watch::retry(&args).await,
     };

@@ -7,18 +7,17 @@
 
 use std::io::{IsTerminal, Write};
 
-use reqwest::Url;
 use serde_json::Value;
 
 use super::client::{Api, CancelOutcome, ClientError, Job};
 use super::display::{final_line, print_line, state_line, Display};
-use super::{CreatedArgs, Exit, RetryArgs, SubmitArgs};
+use super::{CreatedArgs, Exit, RetryArgs, ServerUrl, SubmitArgs};
 
 /// `jobcast submit`: starts the job, prints its id (or the job as JSON),
 /// and with `--watch` follows it.
 pub async fn submit(args: &SubmitArgs) -> Exit {
     let created = &args.created;
-    let api = match Api::new(created.server.url.clone()) {
+    let api = match Api::new(&created.server) {
         Ok(api) => api,
         Err(error) => return client_error(&error),
     };
@@ -32,7 +31,7 @@ pub async fn submit(args: &SubmitArgs) -> Exit {
 /// follows it.
 pub async fn retry(args: &RetryArgs) -> Exit {
     let created = &args.created;
-    let api = match Api::new(created.server.url.clone()) {
+    let api = match Api::new(&created.server) {
         Ok(api) => api,
         Err(error) => return client_error(&error),
     };
@@ -64,8 +63,8 @@ async fn show_created(api: &Api, answer: Result<(Job, Value), ClientError>, args
 }
 
 /// `jobcast watch`: follows the job until it ends.
-pub async fn watch(server: &Url, id: &str) -> Exit {
-    match Api::new(server.clone()) {
+pub async fn watch(server: &ServerUrl, id: &str) -> Exit {
+    match Api::new(server) {
         Ok(api) => follow(&api, id).await,
         Err(error) => client_error(&error),
     }
@@ -74,8 +73,8 @@ pub async fn watch(server: &Url, id: &str) -> Exit {
 /// `jobcast watch --label`: follows every job with all of `labels` until
 /// each has ended, one line per state, prefixed with the job's id, and each
 /// job's final line as it ends; exits by the worst outcome.
-pub async fn watch_labelled(server: &Url, labels: &[(String, String)]) -> Exit {
-    let api = match Api::new(server.clone()) {
+pub async fn watch_labelled(server: &ServerUrl, labels: &[(String, String)]) -> Exit {
+    let api = match Api::new(server) {
         Ok(api) => api,
         Err(error) => return client_error(&error),
     };

@@ -7,7 +7,7 @@
 //! The page itself is plain HTML, CSS and JavaScript modules with no build
 //! step (the browser resolves their `import`s against `/ui/`), and talks to
 //! the server solely through the public API (`/v1/events`, `/v1/kinds`,
-//! `/v1/jobs` with its cancel and retry), so it doubles as an example of
+//! `/v1/jobs` with its cancel and retry, `/v1/session`), so it doubles as an example of
 //! using that API from a browser. The files are sent with
 //! `Cache-Control: no-cache` so that a browser revalidates them and never
 //! runs a page older than its server.
@@ -38,6 +38,7 @@ const UI_FILES: &[(&str, &str, &str)] = &[
     ("/ui/frame.js", JAVASCRIPT, include_str!("../../ui/frame.js")),
     ("/ui/labels.js", JAVASCRIPT, include_str!("../../ui/labels.js")),
     ("/ui/retry.js", JAVASCRIPT, include_str!("../../ui/retry.js")),
+    ("/ui/session.js", JAVASCRIPT, include_str!("../../ui/session.js")),
     ("/ui/status.js", JAVASCRIPT, include_str!("../../ui/status.js")),
     ("/ui/store.js", JAVASCRIPT, include_str!("../../ui/store.js")),
     ("/ui/stream.js", JAVASCRIPT, include_str!("../../ui/stream.js")),

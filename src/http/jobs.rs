@@ -1,6 +1,7 @@
 //! Job handlers: create, list, get (with long poll), cancel, retry, and the
 //! kinds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -16,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::body::JsonBody;
 use super::query::{job_id, QueryParams};
 use super::AppState;
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::jobs::labels::Labels;
 use crate::jobs::registry::{Created, IdempotencyKey, JobRequest};
@@ -36,6 +38,9 @@ pub struct CreateJob {
     params: Value,
     #[serde(default)]
     labels: Value,
+    /// The owner to create the job for (a service's or an admin's request).
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 /// A job as the answer to a request: its published JSON, as every stream
@@ -54,15 +59,18 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// body also holds `worker_token`, which is shown only here.
 pub async fn create(
     State(app): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateJob>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
+    let owner = owner_of_new_job(&access, body.owner)?;
+    let key = idempotency_key(&headers, owner.as_ref())?;
     let request = JobRequest {
         kind: body.kind,
         params: body.params,
         labels: Labels::from_json(body.labels)?,
         retry_of: None,
+        owner,
     };
     let created = app.registry.create(request, key).await?;
     Ok(accepted(&created))
@@ -72,13 +80,39 @@ pub async fn create(
 /// is (an `Idempotency-Key` works alike).
 pub async fn retry(
     State(app): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    let key = idempotency_key(&headers)?;
+    let old = visible_job(&app, &access, id).await?;
+    let key = idempotency_key(&headers, old.owner.as_ref())?;
     let created = app.registry.retry(id, key).await?;
     Ok(accepted(&created))
+}
+
+/// Who a new job belongs to: the requester, or the owner a service or an
+/// admin names. Without authentication jobs have no owner, whatever the
+/// body says.
+fn owner_of_new_job(access: &Access, named: Option<String>) -> Result<Option<Arc<str>>, ApiError> {
+    match (named, access) {
+        (Some(owner), _) if owner.is_empty() => Err(ApiError::Unprocessable("owner must not be empty".to_owned())),
+        (None, _) | (Some(_), Access::Open) => Ok(access.subject().cloned()),
+        (Some(_), _) if !access.may_act_for_others() => Err(ApiError::Forbidden(
+            "only a service or an admin may create a job for another owner".to_owned(),
+        )),
+        (Some(owner), _) => Ok(Some(Arc::from(owner))),
+    }
+}
+
+/// The job, if it exists and the request may see it; else 404, the same
+/// answer for both.
+async fn visible_job(app: &AppState, access: &Access, id: JobId) -> Result<Arc<Published>, ApiError> {
+    app.registry
+        .job(id)
+        .await
+        .filter(|job| access.may_see(job))
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))
 }
 
 /// The 202 answer to a create (or a retry): the job, its `Location`, the
@@ -111,8 +145,9 @@ fn accepted(created: &Created) -> Response {
 }
 
 /// The request's `Idempotency-Key`, if it has one: sent once, visible
-/// ASCII, 1 to 255 characters; anything else is a 400.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+/// ASCII, 1 to 255 characters; anything else is a 400. A key is scoped to
+/// the job's owner, so that no owner's key finds another's job.
+fn idempotency_key(headers: &HeaderMap, owner: Option<&Arc<str>>) -> Result<Option<IdempotencyKey>, ApiError> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -125,11 +160,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         .ok()
         .filter(|key| !key.contains(|c: char| c.is_ascii_control()))
         .ok_or_else(|| ApiError::BadRequest("the Idempotency-Key must be visible ASCII".to_owned()))?;
-    // Owners come with authentication; until then every key is anonymous.
-    Ok(Some(IdempotencyKey::new(None, key)?))
+    Ok(Some(IdempotencyKey::new(owner.map(|owner| owner.to_string()), key)?))
 }
 
-pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    access: Access,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let query = QueryParams::parse(query.as_deref());
     let statuses: Vec<JobStatus> = query.parsed_all(
         "status",
@@ -148,6 +186,7 @@ pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Res
         statuses,
         kinds: query.all("kind").map(str::to_owned).collect(),
         labels: query.label_filters()?,
+        owner: access.only_owner().cloned(),
         before,
         limit,
     };
@@ -179,6 +218,7 @@ pub async fn list(State(app): State<AppState>, RawQuery(query): RawQuery) -> Res
 /// `after_seq` (default: its current `seq`), else after the wait.
 pub async fn get(
     State(app): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -193,6 +233,7 @@ pub async fn get(
         .registry
         .watch(id)
         .await
+        .filter(|feed| access.may_see(&feed.snapshot))
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
     let after_seq = after_seq.unwrap_or(feed.snapshot.seq);
     if wait_seconds == 0 || feed.snapshot.seq > after_seq {
@@ -232,9 +273,10 @@ pub async fn get(
 }
 
 /// Cancels and answers once the job's task has stopped.
-pub async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel(State(app): State<AppState>, access: Access, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    let job = app.registry.cancel(id).await?;
+    visible_job(&app, &access, id).await?;
+    let job = app.registry.cancel(id, access.subject().cloned()).await?;
     Ok(job_json(&job))
 }
 

@@ -1,12 +1,13 @@
 //! The HTTP API: shared state, the router with every endpoint, and the
-//! middleware stack (request spans, panic safety net, problem+json for
-//! axum's own 405s).
+//! middleware stack (request spans, panic safety net, authentication and
+//! CORS ([`crate::auth`]), problem+json for axum's own 405s).
 
 pub mod body;
 pub mod dashboard;
 pub mod jobs;
 pub mod ops;
 pub mod query;
+pub mod session;
 pub mod sse;
 pub mod workers;
 
@@ -24,6 +25,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{self, Auth};
 use crate::config::Config;
 use crate::error::problem;
 use crate::jobs::registry::Registry;
@@ -54,14 +56,16 @@ pub struct AppState {
     /// Cancelled once every job has ended during shutdown: ends the
     /// all-jobs streams and pending long polls.
     pub closing: CancellationToken,
+    /// Credentials, tickets, CORS: who may do what.
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
     /// The HTTP layer's state around `registry`, with its settings from `config`.
-    pub fn new(registry: Registry, metrics: Arc<Metrics>, config: &Config) -> Self {
+    pub fn new(registry: Registry, metrics: Arc<Metrics>, config: &Config, auth: Arc<Auth>) -> Self {
         AppState {
             registry,
-            streams: StreamSlots::new(config.max_streams),
+            streams: StreamSlots::new(config.max_streams, config.max_streams_per_owner),
             settings: Arc::new(HttpSettings {
                 keep_alive: config.keep_alive,
                 retry: config.retry,
@@ -69,6 +73,7 @@ impl AppState {
             }),
             metrics,
             closing: CancellationToken::new(),
+            auth,
         }
     }
 }
@@ -86,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/fail", post(workers::fail))
         .route("/v1/events", get(sse::all_events))
         .route("/v1/kinds", get(jobs::kinds))
+        .route("/v1/session", post(session::create).delete(session::delete))
         .route("/healthz", get(ops::health))
         .route("/readyz", get(ops::ready))
         .route("/metrics", get(ops::metrics))
@@ -95,7 +101,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(
             // Outermost first: every request's span, then the panic safety
-            // net, then problem bodies for axum's own bare errors.
+            // net, then authentication (and CORS), then problem bodies for
+            // axum's own bare errors.
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
                     let path = request
@@ -112,6 +119,7 @@ pub fn router(state: AppState) -> Router {
                         None,
                     )
                 }))
+                .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
                 .layer(middleware::map_response(ops::problem_for_bare_errors)),
         )
         .with_state(state)

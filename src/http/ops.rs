@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
+use crate::auth::Access;
 use crate::error::{problem, ApiError, PROBLEM_JSON};
 
 /// The spec this server implements, embedded at build time.
@@ -34,15 +35,19 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<serde_json::Value
     Ok(Json(json!({ "status": "ready" })))
 }
 
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+/// Prometheus text; with authentication on, for admins only.
+pub async fn metrics(State(app): State<AppState>, access: Access) -> Result<impl IntoResponse, ApiError> {
+    if !access.is_admin() {
+        return Err(ApiError::Forbidden("only an admin may read the metrics".to_owned()));
+    }
     let engine = app.registry.metrics_snapshot().await;
-    (
+    Ok((
         [(
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         app.metrics.render(&engine, app.streams.open()),
-    )
+    ))
 }
 
 pub async fn openapi() -> impl IntoResponse {

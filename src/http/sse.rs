@@ -13,11 +13,11 @@
 //! per subscriber.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -33,6 +33,7 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
 use super::query::{job_id, last_event_id, QueryParams};
 use super::AppState;
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::jobs::labels::LabelFilter;
 use crate::jobs::{JobId, JobStatus};
@@ -51,27 +52,50 @@ const LATE: Duration = Duration::from_millis(20);
 /// The longest pacing interval a client may ask for.
 const MAX_MIN_INTERVAL_MS: u64 = 60_000;
 
-/// Counts open streams against the server's limit.
+/// Counts open streams against the server's limit, and each principal's
+/// against `--max-streams-per-owner`.
 #[derive(Clone)]
 pub struct StreamSlots {
     open: Arc<AtomicUsize>,
     max: usize,
+    per_owner: Option<usize>,
+    /// Open streams by owner, for owners with any.
+    owners: OwnerStreams,
 }
 
+/// Open streams by owner (std mutex: short sections, no `.await` inside).
+type OwnerStreams = Arc<Mutex<HashMap<Arc<str>, usize>>>;
+
 /// One open stream's place; given back when the stream is dropped.
-pub struct StreamSlot(Arc<AtomicUsize>);
+pub struct StreamSlot {
+    open: Arc<AtomicUsize>,
+    /// The owner it counts against, with a per-owner limit: boxed, so that
+    /// every idle stream is no larger without one.
+    owner: Option<Box<(OwnerStreams, Arc<str>)>>,
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some((owners, owner)) = self.owner.as_deref() {
+            let mut owners = owners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = owners.get_mut(owner) {
+                *count -= 1;
+                if *count == 0 {
+                    owners.remove(owner);
+                }
+            }
+        }
     }
 }
 
 impl StreamSlots {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, per_owner: Option<usize>) -> Self {
         StreamSlots {
             open: Arc::new(AtomicUsize::new(0)),
             max,
+            per_owner,
+            owners: Arc::default(),
         }
     }
 
@@ -79,7 +103,8 @@ impl StreamSlots {
         self.open.load(Ordering::Acquire)
     }
 
-    fn try_take(&self) -> Result<StreamSlot, ApiError> {
+    /// A place for one more stream of `owner` (None: no owner to count).
+    fn try_take(&self, owner: Option<&Arc<str>>) -> Result<StreamSlot, ApiError> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::Unavailable {
@@ -87,7 +112,27 @@ impl StreamSlots {
                 retry_after_seconds: 5,
             });
         }
-        Ok(StreamSlot(self.open.clone()))
+        let mut slot = StreamSlot {
+            open: self.open.clone(),
+            owner: None,
+        };
+        if let (Some(max), Some(owner)) = (self.per_owner, owner) {
+            let mut owners = self.owners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let count = owners.entry(owner.clone()).or_insert(0);
+            if *count >= max {
+                if *count == 0 {
+                    owners.remove(owner);
+                }
+                drop(owners);
+                return Err(ApiError::TooManyRequests {
+                    detail: format!("{max} streams are open for this owner, its limit"),
+                    retry_after_seconds: 5,
+                });
+            }
+            *count += 1;
+            slot.owner = Some(Box::new((self.owners.clone(), owner.clone())));
+        }
+        Ok(slot)
     }
 }
 
@@ -151,6 +196,7 @@ fn event_stream_response(body: Body) -> Response {
 /// `GET /v1/jobs/{id}/events`.
 pub async fn job_events(
     State(app): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -178,6 +224,7 @@ pub async fn job_events(
         .registry
         .watch(id)
         .await
+        .filter(|feed| access.may_see(&feed.snapshot))
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
     let snapshot = feed.snapshot;
     // A position from the future counts as absent.
@@ -186,7 +233,9 @@ pub async fn job_events(
         // The client has the terminal event: 204 tells EventSource to stop.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let common = Common::new(app.clone(), app.streams.try_take()?);
+    // A ticket's stream counts against the job's owner.
+    let owner = access.subject().or(snapshot.owner.as_ref());
+    let common = Common::new(app.clone(), app.streams.try_take(owner)?);
     let retry = common.retry_frame();
     let snapshot_frame = (snapshot.seq > resume_after.unwrap_or(0)).then(|| {
         common.sent();
@@ -328,10 +377,12 @@ struct Filter {
     /// Jobs shown and not yet ended: followed to their terminal event even
     /// when they leave the status filter. Only used with a status filter.
     shown: HashSet<JobId>,
+    /// Only this owner's jobs, for a `user`.
+    owner: Option<Arc<str>>,
 }
 
 impl Filter {
-    fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
+    fn from_query(query: &QueryParams, access: &Access) -> Result<Self, ApiError> {
         Ok(Filter {
             kinds: query
                 .has("kind")
@@ -348,6 +399,7 @@ impl Filter {
                 "one of queued, running, cancelling, completed, failed, cancelled",
             )?,
             shown: HashSet::new(),
+            owner: access.only_owner().cloned(),
         })
     }
 
@@ -355,6 +407,9 @@ impl Filter {
     /// for changes the client may have missed (a resume or a resync), so a
     /// terminal state passes the status filter.
     fn admits(&mut self, job: &Published, after_gap: bool) -> bool {
+        if self.owner.is_some() && job.owner != self.owner {
+            return false;
+        }
         if self
             .kinds
             .as_ref()
@@ -388,13 +443,14 @@ impl Filter {
 /// `GET /v1/events`.
 pub async fn all_events(
     State(app): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::parse(query.as_deref());
-    let filter = Filter::from_query(&query)?;
+    let filter = Filter::from_query(&query, &access)?;
     let resume_after = last_event_id(&headers, &query);
-    let common = Common::new(app.clone(), app.streams.try_take()?);
+    let common = Common::new(app.clone(), app.streams.try_take(access.subject())?);
     let retry = common.retry_frame();
     let feed = app.registry.watch_all(resume_after).await;
     let mut state = AllStream {

@@ -50,5 +50,5 @@ pub fn abandoned_end(job: &Published, code: &str, message: &str, seq: u64) -> Op
         seq,
         Bytes::from(json),
     );
-    Some(state.following(job.seq))
+    Some(state.with_owner(job.owner.clone()).following(job.seq))
 }

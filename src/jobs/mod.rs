@@ -37,6 +37,15 @@ impl JobId {
     pub fn generate() -> Self {
         JobId(Uuid::now_v7())
     }
+
+    /// The id's 16 bytes, as a stream ticket carries them.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        JobId(Uuid::from_bytes(bytes))
+    }
 }
 
 impl fmt::Display for JobId {
@@ -188,7 +197,16 @@ pub struct ErrorInfo {
     pub message: String,
     pub stage: Option<String>,
     pub retryable: bool,
+    /// Only in a cancelled job's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<CancelledBy>,
 }
+
+/// Who asked for a cancel: a subject, or null when authentication is off
+/// or the server ended the job itself.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct CancelledBy(pub Option<String>);
 
 /// Serialises a time as RFC 3339 UTC with exactly six fractional digits.
 /// Every published state has up to four times, so they are written into a

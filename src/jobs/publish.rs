@@ -175,8 +175,8 @@ impl Publisher {
     /// A cancel request: a queued job ends at once (its terminal state
     /// committed before this answers); a running one moves to `cancelling`.
     /// The terminal state comes with the answer when this request ended the job.
-    pub async fn request_cancel(&self) -> (CancelRequest, Option<Arc<Published>>) {
-        let (request, commit) = self.change(|model| model.request_cancel(Utc::now()));
+    pub async fn request_cancel(&self, by: Option<Arc<str>>) -> (CancelRequest, Option<Arc<Published>>) {
+        let (request, commit) = self.change(|model| model.request_cancel(Utc::now(), by));
         let ended = match commit {
             Some(commit) => self.committed(commit).await,
             None => None,
@@ -291,4 +291,5 @@ fn next_state(draft: &mut Draft, now: Instant) -> NewState {
         model.seq(),
         Bytes::from(json),
     )
+    .with_owner(model.owner().cloned())
 }

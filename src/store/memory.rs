@@ -348,6 +348,7 @@ impl Store for MemoryStore {
             .filter(|job| query.statuses.is_empty() || query.statuses.contains(&job.status))
             .filter(|job| query.kinds.is_empty() || query.kinds.iter().any(|kind| **kind == *job.kind))
             .filter(|job| job.labels.matches_all(&query.labels))
+            .filter(|job| query.owner.is_none() || job.owner == query.owner)
             .take(query.limit + 1)
             .cloned()
             .collect();

@@ -26,12 +26,39 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, Notify};
 
-use crate::jobs::labels::LabelFilter;
+use crate::jobs::labels::{LabelFilter, Labels};
 use crate::jobs::{JobId, JobStatus};
 pub use crate::published::{JobSecrets, NewState, Published};
+
+/// A job's state as a store keeps it (its JSON, with `kind`, `status` and
+/// `seq` beside it), ready to be published again: its labels and owner
+/// read from the JSON. None when they are malformed.
+pub(crate) fn stored_state(
+    job_id: JobId,
+    kind: Arc<str>,
+    status: JobStatus,
+    seq: u64,
+    json: Bytes,
+) -> Option<NewState> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        labels: Option<serde_json::Value>,
+        #[serde(default)]
+        owner: Option<String>,
+    }
+    let stored: Stored = serde_json::from_slice(&json).ok()?;
+    let labels = match stored.labels {
+        None | Some(serde_json::Value::Null) => Arc::default(),
+        Some(labels) => Arc::new(Labels::from_json(labels).ok()?),
+    };
+    let owner = stored.owner.map(Arc::from);
+    Some(NewState::new(job_id, kind, labels, status, seq, json).with_owner(owner))
+}
 
 /// A job's current state and the live updates after it, with no gap.
 pub struct JobFeed {
@@ -53,6 +80,14 @@ pub struct AllFeed {
     pub resumed: bool,
 }
 
+/// A cancel request relayed from another instance: the job, and the
+/// subject that asked (None without authentication).
+#[derive(Debug)]
+pub struct CancelRequestFor {
+    pub id: JobId,
+    pub by: Option<Arc<str>>,
+}
+
 /// A running job whose instance died.
 pub struct LostJob {
     pub job: Arc<Published>,
@@ -67,6 +102,8 @@ pub struct ListQuery {
     pub kinds: Vec<String>,
     /// Every one must match.
     pub labels: Vec<LabelFilter>,
+    /// Only this owner's jobs, when set.
+    pub owner: Option<Arc<str>>,
     /// Only jobs older than this one (the cursor).
     pub before: Option<JobId>,
     pub limit: usize,
@@ -201,12 +238,12 @@ pub trait Store: Send + Sync + 'static {
     /// Tells whichever instance runs job `id` that a client asked to cancel
     /// it: for a store several instances share (in a store of one process,
     /// this process runs every job, and nothing needs telling).
-    fn ask_to_cancel(&self, _id: JobId) {}
+    fn ask_to_cancel(&self, _id: JobId, _by: Option<Arc<str>>) {}
 
     /// The cancel requests other instances relay to this one
     /// ([`Store::ask_to_cancel`]), taken once by the engine at start; None
     /// for a store of one process.
-    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<JobId>> {
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<CancelRequestFor>> {
         None
     }
 

@@ -91,23 +91,20 @@ impl TestApp {
     fn new(protocol: Protocol, listener: &TcpListener, shutdown: CancellationToken) -> TestApp {
         let addr = listener.local_addr().unwrap();
         let cert = protocol.is_tls().then(TestCert::new);
-        let mut client = reqwest::Client::builder();
-        if let Some(cert) = &cert {
-            client = client.add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap());
-        }
-        client = match protocol {
-            Protocol::Http1 | Protocol::Http1Tls => client.http1_only(),
-            Protocol::Http2Tls | Protocol::Http2Prior => client.http2_prior_knowledge(),
-        };
         let scheme = if protocol.is_tls() { "https" } else { "http" };
         TestApp {
             base: format!("{scheme}://{addr}"),
-            client: client.build().unwrap(),
+            client: build_client(protocol, cert.as_ref(), HeaderMap::new()),
             shutdown,
             server: None,
             protocol,
             cert,
         }
+    }
+
+    /// Another client of this server, sending `headers` with every request.
+    pub fn client_with(&self, headers: HeaderMap) -> reqwest::Client {
+        build_client(self.protocol, self.cert.as_ref(), headers)
     }
 
     /// `config`, with this app's certificate if it has one. Over HTTP/2,
@@ -317,6 +314,19 @@ impl TestApp {
                 .unwrap();
         }
     }
+}
+
+/// A client speaking `protocol`, trusting `cert`, sending `headers` always.
+fn build_client(protocol: Protocol, cert: Option<&TestCert>, headers: HeaderMap) -> reqwest::Client {
+    let mut client = reqwest::Client::builder().default_headers(headers);
+    if let Some(cert) = cert {
+        client = client.add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap());
+    }
+    client = match protocol {
+        Protocol::Http1 | Protocol::Http1Tls => client.http1_only(),
+        Protocol::Http2Tls | Protocol::Http2Prior => client.http2_prior_knowledge(),
+    };
+    client.build().unwrap()
 }
 
 impl Drop for TestApp {
@@ -803,6 +813,8 @@ const JOB_FIELDS: &[&str] = &[
     "finished_at",
     "labels",
     "retry_of",
+    "owner",
+    "stream_url",
 ];
 
 /// A job's id.
@@ -831,6 +843,13 @@ pub fn assert_job_shape(job: &Value) {
     assert!(
         job["retry_of"].is_null() || job["retry_of"].as_str().is_some_and(is_lowercase_uuid_v7),
         "retry_of is null or a job id: {job}"
+    );
+    assert!(job["owner"].is_null() || job["owner"].is_string(), "owner: {job}");
+    assert!(
+        job["stream_url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with(&format!("/v1/jobs/{}/events", id_of(job)))),
+        "stream_url is the job's stream: {job}"
     );
     for field in ["created_at", "updated_at"] {
         let time = job[field].as_str().unwrap_or_else(|| panic!("{field} is set: {job}"));

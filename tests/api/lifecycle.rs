@@ -669,7 +669,7 @@ async fn race_once(app: &TestApp, round: u64) -> &'static str {
     // Mostly jobs as short as the cancel's delay, so either may win; every
     // fourth a longer one, so that the cancel wins some rounds even on a
     // loaded machine where requests are slow.
-    let (steps, step_ms) = if round % 4 == 0 {
+    let (steps, step_ms) = if round.is_multiple_of(4) {
         (10, 10)
     } else {
         (2 + round % 5, 1 + round % 3)

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 
+use crate::auth_common::*;
 use crate::helpers::*;
 
 /// The binary, logging everything at `trace` in `format` over HTTPS, with
@@ -26,6 +27,10 @@ struct LoggingServer {
 
 impl LoggingServer {
     async fn start(format: &str, cert: &TestCert) -> LoggingServer {
+        Self::start_with(format, cert, &[]).await
+    }
+
+    async fn start_with(format: &str, cert: &TestCert, args: &[&str]) -> LoggingServer {
         let mut child = Command::new(BIN)
             .args([
                 "--listen",
@@ -37,6 +42,7 @@ impl LoggingServer {
                 "--log-format",
                 format,
             ])
+            .args(args)
             .args(["--config", "examples/jobcast.toml"])
             .arg("--tls-cert")
             .arg(&cert.cert)
@@ -164,6 +170,133 @@ async fn use_secrets(server: &LoggingServer, cert: &TestCert) -> Vec<String> {
     secrets
 }
 
+/// With authentication on: a real API key, a JWT, the session cookie made
+/// of each, and a job's real stream ticket, over HTTP/2 and HTTP/1.1.
+/// Returns the secrets.
+async fn use_credentials(server: &LoggingServer, cert: &TestCert) -> Vec<String> {
+    let jwt = mint("carol", jobcast::auth::Role::User);
+    let mut secrets = vec![
+        ALICE_KEY.to_owned(),
+        jwt.clone(),
+        JWT_SECRET.to_owned(),
+        TICKET_SECRET.to_owned(),
+    ];
+    for http1 in [false, true] {
+        let root = reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap();
+        let client = reqwest::Client::builder().add_root_certificate(root);
+        let client = if http1 { client.http1_only() } else { client }.build().unwrap();
+        let url = |path: &str| format!("{}{path}", server.base);
+        for credential in [ALICE_KEY, jwt.as_str()] {
+            let created = send(
+                client
+                    .post(url("/v1/jobs"))
+                    .bearer_auth(credential)
+                    .json(&json!({"kind": "demo", "params": {"step_ms": 0}})),
+            )
+            .await;
+            assert_eq!(created.status(), 202);
+            let job: Value = created.json().await.unwrap();
+            let stream_url = job["stream_url"].as_str().unwrap().to_owned();
+            let ticket = stream_url.split_once("ticket=").unwrap().1.to_owned();
+            let events = send(client.get(url(&stream_url))).await;
+            assert_eq!(events.status(), 200);
+            assert!(Sse::new(events).all().await.last().unwrap().is_terminal());
+            let session = send(client.post(url("/v1/session")).bearer_auth(credential)).await;
+            assert_eq!(session.status(), 204);
+            let cookie = session.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            let listed = send(client.get(url("/v1/jobs")).header("cookie", &cookie)).await;
+            assert_eq!(listed.status(), 200);
+            let refused = send(client.get(url("/v1/jobs")).bearer_auth(format!("{credential}x"))).await;
+            assert_eq!(refused.status(), 401);
+            secrets.extend([ticket, cookie.split_once('=').unwrap().1.to_owned()]);
+        }
+    }
+    secrets
+}
+
+#[tokio::test]
+async fn no_credential_ticket_or_session_reaches_the_logs_with_authentication_on() {
+    let cert = TestCert::new();
+    let keys = keys_file();
+    let args = [
+        "--auth-keys",
+        keys.0.to_str().unwrap(),
+        "--jwt-secret",
+        JWT_SECRET,
+        "--ticket-secret",
+        TICKET_SECRET,
+    ];
+    for format in ["text", "json"] {
+        let server = LoggingServer::start_with(format, &cert, &args).await;
+        let secrets = use_credentials(&server, &cert).await;
+        assert_no_secret(format, &server.stop().await, &secrets);
+    }
+}
+
+/// Checks that trace logs were on and that no line holds any of `secrets`.
+fn assert_no_secret(format: &str, lines: &[String], secrets: &[String]) {
+    assert!(
+        lines.iter().any(|line| line.contains("recv HEADERS")),
+        "{format}: trace logs of HTTP/2 frames are on"
+    );
+    for line in lines {
+        for secret in secrets {
+            assert!(!line.contains(secret.as_str()), "{format}: a secret in {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_network_only_with_authentication_or_when_told_to() {
+    let keys = keys_file();
+    let cert = TestCert::new();
+    for args in [
+        vec!["--listen", "0.0.0.0:0", "--allow-anonymous"],
+        vec![
+            "--listen",
+            "0.0.0.0:0",
+            "--auth-keys",
+            keys.0.to_str().unwrap(),
+            "--ticket-secret",
+            TICKET_SECRET,
+        ],
+        vec!["--listen", "0.0.0.0:0", "--jwt-secret", JWT_SECRET],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .args(["--store", "memory"])
+            .arg("--tls-cert")
+            .arg(&cert.cert)
+            .arg("--tls-key")
+            .arg(&cert.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("jobcast listening") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap();
+        assert!(listening, "{args:?}");
+        child.kill().await.unwrap();
+    }
+}
+
 /// The base64 lines of the server's private key.
 fn key_material(cert: &TestCert) -> Vec<String> {
     std::fs::read_to_string(&cert.key)
@@ -182,15 +315,7 @@ async fn no_secret_reaches_the_logs_at_any_level_in_either_format() {
         let mut secrets = use_secrets(&server, &cert).await;
         let lines = server.stop().await;
         secrets.extend(key_material(&cert));
-        assert!(
-            lines.iter().any(|line| line.contains("recv HEADERS")),
-            "{format}: trace logs of HTTP/2 frames are on"
-        );
-        for line in &lines {
-            for secret in &secrets {
-                assert!(!line.contains(secret.as_str()), "{format}: a secret in {line}");
-            }
-        }
+        assert_no_secret(format, &lines, &secrets);
     }
 }
 

@@ -1,6 +1,12 @@
 //! The HTTP API against a real server on an ephemeral port.
 
 mod all_jobs_stream;
+mod auth;
+mod auth_common;
+mod auth_isolation;
+mod auth_limits;
+mod auth_session;
+mod auth_tickets;
 mod bad_requests;
 mod commands;
 mod create;

@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/jobs/{id}/fail", &["POST"]),
     ("/v1/events", &["GET"]),
     ("/v1/kinds", &["GET"]),
+    ("/v1/session", &["DELETE", "POST"]),
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
     ("/metrics", &["GET"]),

@@ -104,7 +104,7 @@ async function startFromForm(page, params, kind = 'demo') {
   await page.selectOption('#kind', kind);
   await page.fill('#params', JSON.stringify(params, null, 2));
   const [response] = await Promise.all([
-    page.waitForResponse((r) => r.url() === `${BASE_URL}/v1/jobs` && r.request().method() === 'POST'),
+    page.waitForResponse((r) => new URL(r.url()).pathname === '/v1/jobs' && r.request().method() === 'POST'),
     page.click('#start-button'),
   ]);
   if (response.status() !== 202) throw new Error(`start answered ${response.status()}`);
@@ -139,6 +139,27 @@ function acceptsConnections(host, port) {
     socket.once('connect', () => { socket.destroy(); resolve(true); });
     socket.once('error', () => resolve(false));
   });
+}
+
+/** A port nothing listens on now. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+/** Resolves once host:port accepts connections. */
+async function waitForListening(host, port, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await acceptsConnections(host, port)) return;
+    await sleep(50);
+  }
+  throw new Error(`nothing listens on ${host}:${port}`);
 }
 
 /** Resolves once nothing accepts connections at host:port. */
@@ -191,5 +212,5 @@ async function startServer() {
 module.exports = {
   BASE_URL, OUTPUT_DIR, launchBrowser, maybeServeUiFromDisk, api, createJob, waitForJobEnd,
   openDashboard, startFromForm, card, cardText, waitForBadge, screenshot, sleep,
-  canRestartServer, stopServer, startServer, acceptsConnections,
+  canRestartServer, stopServer, startServer, acceptsConnections, freePort, waitForListening,
 };

@@ -10,33 +10,11 @@
 const assert = require('node:assert/strict');
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const path = require('node:path');
 const { after, before, describe, test } = require('node:test');
 const h = require('./helpers');
 
 const STREAMS = 20;
-
-/** A port nothing listens on now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
-/** Resolves once host:port accepts connections. */
-async function waitForListening(host, port, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await h.acceptsConnections(host, port)) return;
-    await h.sleep(50);
-  }
-  throw new Error(`nothing listens on ${host}:${port}`);
-}
 
 /** A self-signed certificate for 127.0.0.1 and localhost, as PEM files in `dir`. */
 function makeCertificate(dir) {
@@ -59,13 +37,13 @@ describe('HTTP/2 over TLS', () => {
   before(async () => {
     fs.mkdirSync(h.OUTPUT_DIR, { recursive: true });
     const { cert, key } = makeCertificate(h.OUTPUT_DIR);
-    const port = await freePort();
+    const port = await h.freePort();
     origin = `https://127.0.0.1:${port}`;
     const log = fs.openSync(path.join(h.OUTPUT_DIR, 'tls-server.log'), 'a');
     server = spawn(process.env.JOBCAST_TEST_BIN, [
       '--listen', `127.0.0.1:${port}`, '--store', 'memory', '--tls-cert', cert, '--tls-key', key, '--log', 'warn',
     ], { stdio: ['ignore', log, log] });
-    await waitForListening('127.0.0.1', port);
+    await h.waitForListening('127.0.0.1', port);
     browser = await h.launchBrowser();
   });
 

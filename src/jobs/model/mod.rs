@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::labels::Labels;
-use super::{ErrorInfo, JobError, JobId, JobStatus, StageStatus};
+use super::{CancelledBy, ErrorInfo, JobError, JobId, JobStatus, StageStatus};
 pub use progress::{check_stages, StageSpec, PROGRESS_CAP};
 use progress::{Pace, Stage};
 pub use view::{JobView, StageView};
@@ -83,6 +83,12 @@ pub struct JobModel {
     labels: Arc<Labels>,
     /// The failed or cancelled job this one retries.
     retry_of: Option<JobId>,
+    /// The subject that owns the job; None without authentication.
+    owner: Option<Arc<str>>,
+    /// Where the job's stream is read, ticket included when authentication is on.
+    stream_url: Arc<str>,
+    /// The subject whose cancel request ended (or is ending) the job.
+    cancelled_by: Option<Arc<str>>,
     status: JobStatus,
     seq: u64,
     stages: Vec<Stage>,
@@ -115,6 +121,9 @@ impl JobModel {
             params_json: Arc::from(params_json),
             labels: Arc::default(),
             retry_of: None,
+            owner: None,
+            stream_url: Arc::from(format!("/v1/jobs/{id}/events")),
+            cancelled_by: None,
             status: JobStatus::Queued,
             seq: 0,
             stages: Vec::new(),
@@ -156,6 +165,17 @@ impl JobModel {
         model
     }
 
+    /// The same job, owned by `owner` and read at `stream_url`.
+    pub fn with_owner(mut self, owner: Option<Arc<str>>, stream_url: Arc<str>) -> Self {
+        self.owner = owner;
+        self.stream_url = stream_url;
+        self
+    }
+
+    pub fn owner(&self) -> Option<&Arc<str>> {
+        self.owner.as_ref()
+    }
+
     pub fn id(&self) -> JobId {
         self.id
     }
@@ -190,9 +210,13 @@ impl JobModel {
         Change::Immediate
     }
 
-    /// A cancel request: a queued job ends at once; a running one moves to
-    /// `cancelling` and waits for its task.
-    pub fn request_cancel(&mut self, now: DateTime<Utc>) -> (CancelRequest, Change) {
+    /// A cancel request by `by` (None: authentication is off): a queued job
+    /// ends at once; a running one moves to `cancelling` and waits for its
+    /// task. The first request's subject is the job's `cancelled_by`.
+    pub fn request_cancel(&mut self, now: DateTime<Utc>, by: Option<Arc<str>>) -> (CancelRequest, Change) {
+        if matches!(self.status, JobStatus::Queued | JobStatus::Running) {
+            self.cancelled_by = by;
+        }
         match self.status {
             JobStatus::Queued => {
                 let change = self
@@ -237,6 +261,7 @@ impl JobModel {
                     message: error.message,
                     stage: running_name,
                     retryable: error.retryable,
+                    cancelled_by: None,
                 });
             }
             Outcome::Cancelled { forced } => {
@@ -257,6 +282,7 @@ impl JobModel {
                     message: message.to_owned(),
                     stage: running_name,
                     retryable: false,
+                    cancelled_by: Some(CancelledBy(self.cancelled_by.as_deref().map(str::to_owned))),
                 });
             }
         }
@@ -295,7 +321,7 @@ pub(super) mod tests {
     fn the_first_terminal_outcome_wins() {
         let mut model = running_with(&[("a", 1.0), ("b", 1.0)]);
         model.start_stage("a", Some(10), None).unwrap();
-        let (request, _) = model.request_cancel(Utc::now());
+        let (request, _) = model.request_cancel(Utc::now(), None);
         assert_eq!(request, CancelRequest::TaskToldToStop);
         assert_eq!(model.status(), JobStatus::Cancelling);
         model.finish(Outcome::Completed(Value::Null), Utc::now()).unwrap();
@@ -305,7 +331,7 @@ pub(super) mod tests {
         );
         assert_eq!(model.set_current(4), Change::None);
         assert_eq!(
-            model.request_cancel(Utc::now()).0,
+            model.request_cancel(Utc::now(), None).0,
             CancelRequest::AlreadyEnded(JobStatus::Completed)
         );
     }
@@ -334,7 +360,7 @@ pub(super) mod tests {
     #[test]
     fn a_queued_job_cancels_at_once_without_starting() {
         let mut model = job();
-        let (request, change) = model.request_cancel(Utc::now());
+        let (request, change) = model.request_cancel(Utc::now(), None);
         assert_eq!(
             (request, change),
             (CancelRequest::CancelledWhileQueued, Change::Immediate)

@@ -45,6 +45,8 @@ impl JobModel {
             finished_at: self.finished_at,
             labels: &self.labels,
             retry_of: self.retry_of,
+            owner: self.owner.as_deref(),
+            stream_url: &self.stream_url,
         }
     }
 }
@@ -91,6 +93,8 @@ pub struct JobView<'a> {
     pub finished_at: Option<DateTime<Utc>>,
     pub labels: &'a Labels,
     pub retry_of: Option<JobId>,
+    pub owner: Option<&'a str>,
+    pub stream_url: &'a str,
 }
 
 fn serialize_stages<S: serde::Serializer>(stages: &&[Stage], serializer: S) -> Result<S::Ok, S::Error> {

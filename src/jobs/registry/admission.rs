@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::idempotency::{Asked, IdempotencyKey, KeyClaim, Lookup};
+use super::owners::OwnerPlace;
 use super::runner::Start;
 use super::{lock, JobControl, Registry};
 use crate::jobs::kind::{Kind, Prepared, PreparedJob};
@@ -40,6 +41,8 @@ pub enum CreateError {
     Store(#[from] AppendError),
     #[error("the Idempotency-Key was already used for job {0}, with a different request")]
     KeyReused(JobId),
+    #[error("the owner has {0} queued jobs, its limit")]
+    OwnerQueueFull(usize),
 }
 
 /// What a create request asks for, its labels already checked.
@@ -51,6 +54,8 @@ pub struct JobRequest {
     pub labels: Labels,
     /// The failed or cancelled job this one retries.
     pub retry_of: Option<JobId>,
+    /// The job's owner; None without authentication.
+    pub owner: Option<Arc<str>>,
 }
 
 /// A job just created, or the job an earlier request with the same
@@ -116,6 +121,7 @@ impl Registry {
             params,
             labels,
             retry_of,
+            owner,
         } = request;
         let kind = self.inner.kinds.get(&kind).ok_or(CreateError::UnknownKind(kind))?;
         let params = match params {
@@ -124,9 +130,17 @@ impl Registry {
             _ => return Err(CreateError::InvalidParams("params must be an object".to_owned())),
         };
         let prepared = kind.prepare(params.clone()).map_err(CreateError::InvalidParams)?;
+        let owner_place = self
+            .inner
+            .owners
+            .admit(owner.as_ref())
+            .map_err(|full| CreateError::OwnerQueueFull(full.0))?;
         let max_queued = self.inner.settings.max_queued;
         if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= max_queued {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            if let Some(place) = &owner_place {
+                place.leave_queue();
+            }
             return Err(CreateError::QueueFull(max_queued));
         }
         let id = JobId::generate();
@@ -150,7 +164,8 @@ impl Registry {
         };
         let model = JobModel::new(id, kind.shared_name(), params, Utc::now())
             .with_labels(labels)
-            .with_retry_of(retry_of);
+            .with_retry_of(retry_of)
+            .with_owner(owner, Arc::from(self.inner.settings.stream_urls.of(id)));
         // On a shared store, a job that runs in-process waits in the store's
         // queue for whichever instance has a free slot first.
         let shared_queue = self.inner.store.queues_jobs() && matches!(prepared, Prepared::InProcess(_));
@@ -169,7 +184,7 @@ impl Registry {
                 registry.inner.settings.publish_interval,
                 registry.inner.metrics.clone(),
             );
-            let control = registry.control_for(publisher);
+            let control = registry.control_for(publisher, owner_place);
             // Tracked before its first state is visible, so that a cancel
             // arriving at once finds its control.
             registry.controls().insert(id, control.clone());
@@ -207,14 +222,16 @@ impl Registry {
         })
     }
 
-    /// A queued job's handles, around its publisher.
-    pub(super) fn control_for(&self, publisher: Arc<Publisher>) -> JobControl {
+    /// A queued job's handles, around its publisher, with its owner's
+    /// place when per-owner limits apply.
+    pub(super) fn control_for(&self, publisher: Arc<Publisher>, owner_place: Option<OwnerPlace>) -> JobControl {
         JobControl {
             publisher,
             cancel: self.inner.shutdown.child_token(),
             ended: CancellationToken::new(),
             queued: Arc::new(AtomicBool::new(true)),
             stopped: CancellationToken::new(),
+            owner: owner_place.map(Arc::new),
         }
     }
 
@@ -243,9 +260,14 @@ impl Registry {
         let id = control.publisher.id();
         let (start, work) = match prepared {
             Prepared::InProcess(work) => {
-                let start = match slot {
-                    Some(slot) => Start::holding(slot),
-                    None => Start::running_slot(&self.inner.running_slots),
+                // A job whose owner has a running limit waits for its
+                // owner's place first, holding no place in the server's queue.
+                let start = match (slot, &control.owner) {
+                    (Some(slot), _) => Start::holding(slot),
+                    (None, Some(_)) if self.inner.settings.max_running_per_owner.is_some() => {
+                        Start::after_owner_place()
+                    }
+                    (None, _) => Start::running_slot(&self.inner.running_slots),
                 };
                 (start, work)
             }

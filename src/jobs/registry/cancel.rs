@@ -14,7 +14,7 @@ use tokio::time::{timeout, Instant};
 use super::Registry;
 use crate::jobs::model::{CancelRequest, Outcome};
 use crate::jobs::{JobId, JobStatus};
-use crate::store::Published;
+use crate::store::{CancelRequestFor, Published};
 
 /// How long a forced cancel waits for the job's task to drop its work.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(100);
@@ -32,16 +32,17 @@ pub enum CancelError {
 }
 
 impl Registry {
-    /// Cancels a job and answers once it has stopped: its final state if it
-    /// ended cancelled, or [`CancelError::AlreadyEnded`] if it ended otherwise.
-    pub async fn cancel(&self, id: JobId) -> Result<Arc<Published>, CancelError> {
+    /// Cancels a job at the request of `by` (None without authentication)
+    /// and answers once it has stopped: its final state if it ended
+    /// cancelled, or [`CancelError::AlreadyEnded`] if it ended otherwise.
+    pub async fn cancel(&self, id: JobId, by: Option<Arc<str>>) -> Result<Arc<Published>, CancelError> {
         let asked_at = Instant::now();
         let Some(control) = self.control(id) else {
             // Ended before this request, never existed, or runs elsewhere.
-            return self.cancel_elsewhere(id).await;
+            return self.cancel_elsewhere(id, by).await;
         };
         let grace = self.inner.settings.cancel_grace;
-        match control.publisher.request_cancel().await {
+        match control.publisher.request_cancel(by).await {
             (CancelRequest::CancelledWhileQueued, ended) => {
                 if ended.is_some() {
                     self.job_ended(id);
@@ -71,7 +72,7 @@ impl Registry {
     /// Cancels a job this instance does not run: asks the instance that runs
     /// it, through the store, and answers once the job has ended (that
     /// instance enforces the grace period as for its own requests).
-    async fn cancel_elsewhere(&self, id: JobId) -> Result<Arc<Published>, CancelError> {
+    async fn cancel_elsewhere(&self, id: JobId, by: Option<Arc<str>>) -> Result<Arc<Published>, CancelError> {
         let Some(feed) = self.inner.store.subscribe(id).await else {
             return Err(CancelError::NotFound(id));
         };
@@ -82,11 +83,11 @@ impl Registry {
             // Waiting in the shared queue: ended here, unless an instance
             // takes it first (then the store refuses this end).
             let publisher = self.resumed_publisher(&feed.snapshot);
-            if let (_, Some(_)) = publisher.request_cancel().await {
+            if let (_, Some(_)) = publisher.request_cancel(by.clone()).await {
                 return self.final_answer(id).await;
             }
         }
-        self.inner.store.ask_to_cancel(id);
+        self.inner.store.ask_to_cancel(id, by);
         let grace = self.inner.settings.cancel_grace;
         let ended = async {
             loop {
@@ -105,19 +106,19 @@ impl Registry {
 
     /// Acts on the cancel requests other instances relay to this one, for
     /// the jobs it runs, until shutdown.
-    pub(super) async fn cancel_when_asked(self, mut requests: mpsc::UnboundedReceiver<JobId>) {
+    pub(super) async fn cancel_when_asked(self, mut requests: mpsc::UnboundedReceiver<CancelRequestFor>) {
         loop {
-            let id = tokio::select! {
+            let CancelRequestFor { id, by } = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
                 request = requests.recv() => match request {
-                    Some(id) => id,
+                    Some(request) => request,
                     None => return,
                 },
             };
             if self.control(id).is_some() {
                 let registry = self.clone();
                 self.inner.tracker.spawn(async move {
-                    let _ = registry.cancel(id).await;
+                    let _ = registry.cancel(id, by).await;
                 });
             }
         }

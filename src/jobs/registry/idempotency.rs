@@ -248,6 +248,7 @@ mod tests {
             params,
             labels: Labels::default(),
             retry_of: None,
+            owner: None,
         };
         assert!(asked.is_same(&request("demo", json!({}))));
         assert!(asked.is_same(&request("demo", Value::Null)), "null params are {{}}");

@@ -15,6 +15,7 @@
 //! Each part of the engine has its own file:
 //! - `admission.rs`: checking and queueing a new job;
 //! - `idempotency.rs`: the jobs that idempotency keys name;
+//! - `owners.rs`: the per-owner limits;
 //! - `runner.rs`: a job's task, from its running slot to its outcome;
 //! - `cancel.rs`: cancel requests and the grace period;
 //! - `retention.rs`: forgetting ended jobs;
@@ -28,6 +29,7 @@ mod admission;
 mod cancel;
 mod idempotency;
 mod lost;
+mod owners;
 mod recovery;
 mod retention;
 mod retry;
@@ -73,6 +75,40 @@ pub struct EngineSettings {
     pub max_finished: usize,
     /// Counter changes closer together than this merge into one state.
     pub publish_interval: Duration,
+    /// Jobs of one owner running at once; its others wait (None: no limit).
+    pub max_running_per_owner: Option<usize>,
+    /// Jobs of one owner waiting to run; beyond, creation is refused.
+    pub max_queued_per_owner: Option<usize>,
+    /// How a job's `stream_url` is made.
+    pub stream_urls: StreamUrls,
+}
+
+/// Makes a job's `stream_url` from its id, once per job: the HTTP layer
+/// decides what it holds (a ticket, when authentication is on).
+#[derive(Clone)]
+pub struct StreamUrls(Arc<dyn Fn(JobId) -> String + Send + Sync>);
+
+impl StreamUrls {
+    pub fn new(make: impl Fn(JobId) -> String + Send + Sync + 'static) -> Self {
+        StreamUrls(Arc::new(make))
+    }
+
+    pub fn of(&self, id: JobId) -> String {
+        (self.0)(id)
+    }
+}
+
+impl Default for StreamUrls {
+    /// The plain stream path, for a server without authentication.
+    fn default() -> Self {
+        StreamUrls::new(|id| format!("/v1/jobs/{id}/events"))
+    }
+}
+
+impl std::fmt::Debug for StreamUrls {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("StreamUrls")
+    }
 }
 
 /// A live job's handles. Removed the moment the job becomes terminal.
@@ -90,12 +126,17 @@ struct JobControl {
     /// had to end the job itself waits for it, so that its answer comes
     /// after the work was torn down.
     stopped: CancellationToken,
+    /// The job's place in its owner's limits, when any apply.
+    owner: Option<Arc<owners::OwnerPlace>>,
 }
 
 impl JobControl {
     fn leave_queue(&self, queued_jobs: &AtomicUsize) {
         if self.queued.swap(false, Ordering::AcqRel) {
             queued_jobs.fetch_sub(1, Ordering::AcqRel);
+            if let Some(owner) = &self.owner {
+                owner.leave_queue();
+            }
         }
     }
 }
@@ -114,6 +155,7 @@ struct Inner {
     running_slots: Arc<Semaphore>,
     /// Jobs created and not yet running or ended: bounded by `max_queued`.
     queued: AtomicUsize,
+    owners: Arc<owners::OwnerLimits>,
     /// Live jobs only (std mutex: short sections, no `.await` inside).
     controls: Mutex<HashMap<JobId, JobControl>>,
     /// External jobs' tokens and mailboxes, kept until the job is forgotten
@@ -151,6 +193,10 @@ impl Registry {
                 store,
                 kinds: kinds.into_iter().map(|kind| (kind.name().to_owned(), kind)).collect(),
                 running_slots: Arc::new(Semaphore::new(settings.max_running.max(1))),
+                owners: Arc::new(owners::OwnerLimits::new(
+                    settings.max_running_per_owner,
+                    settings.max_queued_per_owner,
+                )),
                 settings,
                 queued: AtomicUsize::new(0),
                 controls: Mutex::new(HashMap::new()),

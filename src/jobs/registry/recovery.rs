@@ -100,7 +100,11 @@ impl Registry {
         let created_at = stored_time(job, "created_at").unwrap_or_else(Utc::now);
         let model = JobModel::restored_queued(job.job_id, job.kind.clone(), params, created_at, job.seq)
             .with_labels(job.labels.clone())
-            .with_retry_of(retry_of);
+            .with_retry_of(retry_of)
+            .with_owner(
+                job.owner.clone(),
+                Arc::from(self.inner.settings.stream_urls.of(job.job_id)),
+            );
         Publisher::resume(
             model,
             &self.inner.store,
@@ -120,7 +124,10 @@ impl Registry {
         slot: Option<OwnedSemaphorePermit>,
     ) {
         let Asked { params, .. } = asked_of(job);
-        let control = self.control_for(self.resumed_publisher(job));
+        // Per-owner limits count it again; its owner's queue limit does not
+        // refuse a job that was already accepted.
+        let owner_place = self.inner.owners.admit(job.owner.as_ref()).ok().flatten();
+        let control = self.control_for(self.resumed_publisher(job), owner_place);
         self.inner.queued.fetch_add(1, Ordering::AcqRel);
         self.controls().insert(job.job_id, control.clone());
         let prepared = match self.inner.kinds.get(&*job.kind) {

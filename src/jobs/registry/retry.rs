@@ -1,5 +1,5 @@
 //! Retry: a failed or cancelled job is run again as a new job, with the
-//! same kind, params and labels, whose `retry_of` names the old one. The
+//! same kind, params, labels and owner, whose `retry_of` names the old one. The
 //! old job never changes.
 //!
 //! The new job's request is read from the old job's published state, not
@@ -50,6 +50,7 @@ impl Registry {
             params,
             labels: (*old.labels).clone(),
             retry_of: Some(id),
+            owner: old.owner.clone(),
         };
         Ok(self.create(request, key).await?)
     }

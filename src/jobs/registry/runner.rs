@@ -29,8 +29,10 @@ type SlotWait = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, Acquire
 
 /// What a job waits for before it runs.
 pub(super) enum Start {
-    /// One of the running slots, first in first out.
-    RunningSlot(SlotWait),
+    /// One of the running slots, first in first out: its place in their
+    /// queue taken at launch, or, for a job that waits for its owner's
+    /// running place first, taken once it has that place.
+    RunningSlot(Option<SlotWait>),
     /// Its external worker's first call, for at most the given time.
     WorkerArrived(CancellationToken, Option<Duration>),
 }
@@ -38,7 +40,7 @@ pub(super) enum Start {
 impl Start {
     /// A job that holds its running slot already.
     pub(super) fn holding(slot: OwnedSemaphorePermit) -> Start {
-        Start::RunningSlot(Box::pin(std::future::ready(Ok(slot))))
+        Start::RunningSlot(Some(Box::pin(std::future::ready(Ok(slot)))))
     }
 
     /// A place in the running slots' queue, taken now: polled once here, the
@@ -50,9 +52,14 @@ impl Start {
             .as_mut()
             .poll(&mut Context::from_waker(futures_util::task::noop_waker_ref()))
         {
-            Poll::Ready(taken) => Start::RunningSlot(Box::pin(std::future::ready(taken))),
-            Poll::Pending => Start::RunningSlot(wait),
+            Poll::Ready(taken) => Start::RunningSlot(Some(Box::pin(std::future::ready(taken)))),
+            Poll::Pending => Start::RunningSlot(Some(wait)),
         }
+    }
+
+    /// A running slot, waited for once the job has its owner's running place.
+    pub(super) fn after_owner_place() -> Start {
+        Start::RunningSlot(None)
     }
 }
 
@@ -62,7 +69,17 @@ impl Registry {
         let _stopped = control.stopped.clone().drop_guard();
         let started = async {
             match start {
-                Start::RunningSlot(wait) => Ok(Some(wait.await.expect("the running-slot semaphore is never closed"))),
+                Start::RunningSlot(wait) => {
+                    // The owner's place first: waiting for it holds no place
+                    // in the server's queue.
+                    let owner_permit = match &control.owner {
+                        Some(owner) => owner.running_permit().await,
+                        None => None,
+                    };
+                    let wait = wait.unwrap_or_else(|| Box::pin(self.inner.running_slots.clone().acquire_owned()));
+                    let slot = wait.await.expect("the running-slot semaphore is never closed");
+                    Ok(Some((slot, owner_permit)))
+                }
                 Start::WorkerArrived(arrived, start_timeout) => {
                     let waited = async {
                         match start_timeout {

@@ -118,7 +118,7 @@ impl Outputs {
     }
 
     pub(super) fn all_done(&self) -> bool {
-        self.stdout.done && self.stderr.done && self.fd.as_ref().map_or(true, |fd| fd.done)
+        self.stdout.done && self.stderr.done && self.fd.as_ref().is_none_or(|fd| fd.done)
     }
 
     /// The next line from any pipe, or None once every pipe has ended.

@@ -36,8 +36,8 @@ use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::memory::MemoryStore;
+use super::{stored_state, CancelRequestFor};
 use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, LostJob, NewState, Published, Store, StoreFuture};
-use crate::jobs::labels::Labels;
 use crate::jobs::{JobId, JobStatus};
 
 /// Every key starts with this: the schema's version is in it.
@@ -69,7 +69,7 @@ pub struct RedisStore {
     commands: ConnectionManager,
     /// Cancel requests for jobs this instance may run, until the engine
     /// takes them.
-    cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<JobId>>>,
+    cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<CancelRequestFor>>>,
     /// Running jobs of dead instances, until the engine takes them.
     lost_jobs: Mutex<Option<mpsc::UnboundedReceiver<LostJob>>>,
     /// This process's instance id: a new one at every start.
@@ -258,31 +258,13 @@ async fn load(commands: &mut ConnectionManager, mirror: &MemoryStore) -> redis::
 
 /// A stored state as the mirror takes it; None when malformed.
 fn state_of(id: &str, seq: u64, status: &str, kind: &str, json: Vec<u8>) -> Option<NewState> {
-    let id: JobId = id.parse().ok()?;
-    let status: JobStatus = status.parse().ok()?;
-    let labels = labels_of(&json)?;
-    Some(NewState::new(
-        id,
+    stored_state(
+        id.parse().ok()?,
         Arc::from(kind),
-        labels,
-        status,
+        status.parse().ok()?,
         seq,
         Bytes::from(json),
-    ))
-}
-
-/// The labels in a job's JSON (none when it has none).
-fn labels_of(json: &[u8]) -> Option<Arc<Labels>> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        #[serde(default)]
-        labels: Option<serde_json::Value>,
-    }
-    let stored: Stored = serde_json::from_slice(json).ok()?;
-    match stored.labels {
-        None | Some(serde_json::Value::Null) => Some(Arc::default()),
-        Some(labels) => Labels::from_json(labels).ok().map(Arc::new),
-    }
+    )
 }
 
 /// Sets this instance's lease (and lists the instance): alive for `lease`.
@@ -507,13 +489,19 @@ async fn follow_events(client: Client, reader: Reader, mut last: u64) {
 /// Relays the cancel requests of every instance to this one's engine, which
 /// acts on those of the jobs it runs; subscribes again when cut off (a
 /// request lost meanwhile is answered by the asking instance's wait).
-async fn relay_cancel_requests(client: Client, mut subscribed: PubSub, relay: mpsc::UnboundedSender<JobId>) {
+async fn relay_cancel_requests(client: Client, mut subscribed: PubSub, relay: mpsc::UnboundedSender<CancelRequestFor>) {
     loop {
         let mut messages = subscribed.into_on_message();
         while let Some(message) = messages.next().await {
-            let id = message.get_payload::<String>().ok().and_then(|id| id.parse().ok());
-            if let Some(id) = id {
-                if relay.send(id).is_err() {
+            let request = message.get_payload::<Vec<u8>>().ok().and_then(|payload| {
+                let request: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+                Some(CancelRequestFor {
+                    id: request["id"].as_str()?.parse().ok()?,
+                    by: request["by"].as_str().map(Arc::from),
+                })
+            });
+            if let Some(request) = request {
+                if relay.send(request).is_err() {
                     return;
                 }
             }
@@ -643,17 +631,18 @@ impl Store for RedisStore {
         Some(self.queue_changed.clone())
     }
 
-    fn ask_to_cancel(&self, id: JobId) {
+    fn ask_to_cancel(&self, id: JobId, by: Option<Arc<str>>) {
         let mut commands = self.commands.clone();
+        let request = serde_json::json!({"id": id.to_string(), "by": by.as_deref()}).to_string();
         tokio::spawn(async move {
-            let published: redis::RedisResult<i64> = commands.publish(key("cancel"), id.to_string()).await;
+            let published: redis::RedisResult<i64> = commands.publish(key("cancel"), request).await;
             if let Err(error) = published {
                 tracing::warn!(job_id = %id, %error, "could not relay a cancel request");
             }
         });
     }
 
-    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<JobId>> {
+    fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<CancelRequestFor>> {
         self.cancel_requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -26,11 +26,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::memory::{History, MemoryStore};
+use super::stored_state;
 use super::{
     AllFeed, AppendError, Census, JobFeed, JobSecrets, ListQuery, NewState, Published, Store, StoreFuture,
     MAX_UNSTORED_STATES,
 };
-use crate::jobs::labels::Labels;
 use crate::jobs::{JobId, JobStatus};
 pub use schema::OpenError;
 use writer::{Row, Writer};
@@ -64,12 +64,12 @@ impl SqliteStore {
             };
             let id: JobId = job.id.parse().map_err(|_| corrupt("a malformed id"))?;
             let status: JobStatus = job.status.parse().map_err(|_| corrupt("an unknown status"))?;
-            let labels = stored_labels(job.state.as_bytes()).ok_or_else(|| corrupt("malformed labels"))?;
             if let Some(secrets) = &job.secrets {
                 let secrets = serde_json::from_str(secrets).map_err(|_| corrupt("malformed secrets"))?;
                 restored_secrets.insert(id, Arc::new(secrets));
             }
-            let state = NewState::new(id, Arc::from(job.kind), labels, status, job.seq, Bytes::from(job.state));
+            let state = stored_state(id, Arc::from(job.kind), status, job.seq, Bytes::from(job.state))
+                .ok_or_else(|| corrupt("malformed labels or owner"))?;
             jobs.push((state, job.event_id));
         }
         let next_event_id = jobs.iter().map(|(_, id)| id + 1).max().unwrap_or(0).max(horizon + 1);
@@ -93,20 +93,6 @@ impl SqliteStore {
             writer,
             restored_secrets: Mutex::new(restored_secrets),
         })
-    }
-}
-
-/// The labels in a stored job's JSON (none when it has none).
-fn stored_labels(json: &[u8]) -> Option<Arc<Labels>> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        #[serde(default)]
-        labels: Option<serde_json::Value>,
-    }
-    let stored: Stored = serde_json::from_slice(json).ok()?;
-    match stored.labels {
-        None | Some(serde_json::Value::Null) => Some(Arc::default()),
-        Some(labels) => Labels::from_json(labels).ok().map(Arc::new),
     }
 }
 
