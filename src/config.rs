@@ -131,7 +131,8 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Where jobs live: `sqlite:PATH` (a database file that survives
-    /// restarts) or `memory` (nothing outlives the process).
+    /// restarts), `redis://HOST:PORT[/DB]` (several instances share the
+    /// jobs) or `memory` (nothing outlives the process).
     #[arg(long, env = "JOBCAST_STORE", default_value = "sqlite:jobcast.db")]
     pub store: StoreChoice,
 

@@ -39,11 +39,12 @@ pub struct WorkerSettings {
 
 /// Error codes a worker may not use in `fail`: they mean something the
 /// server decides.
-pub const RESERVED_CODES: [&str; 6] = [
+pub const RESERVED_CODES: [&str; 7] = [
     JobError::CANCELLED,
     "cancel_forced",
     "shutdown",
     "interrupted",
+    "instance_lost",
     "heartbeat_timeout",
     "start_timeout",
 ];

@@ -278,6 +278,7 @@ async fn bad_worker_bodies_get_problems_and_the_job_goes_on() {
         ("fail", json!({"code": "cancelled"})),
         ("fail", json!({"code": "heartbeat_timeout"})),
         ("fail", json!({"code": "interrupted"})),
+        ("fail", json!({"code": "instance_lost"})),
         ("fail", json!({"code": "shutdown"})),
         ("fail", json!({"code": "Not A Code"})),
         ("fail", json!({"retryable": "yes"})),
