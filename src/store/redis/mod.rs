@@ -209,6 +209,16 @@ impl RedisStore {
         }))
     }
 
+    /// Waits until the mirror has applied every change Redis has now: what
+    /// another instance has answered is then known here too. Without Redis,
+    /// the mirror answers as it is.
+    async fn catch_up(&self) {
+        let now: redis::RedisResult<Option<u64>> = self.commands.clone().get(key("gid")).await;
+        if let Ok(Some(gid)) = now {
+            self.mirrored(gid).await;
+        }
+    }
+
     /// Waits until the mirror has applied `gid`.
     async fn mirrored(&self, gid: u64) {
         let mut applied = self.applied.clone();
@@ -566,20 +576,44 @@ impl Store for RedisStore {
             .take()
     }
 
+    // A job this mirror does not know yet may have been created through
+    // another instance a moment ago: a miss, a listing and a resume point
+    // beyond the mirror wait until the mirror has caught up with Redis.
+
     fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
-        self.mirror.get(id)
+        StoreFuture::Waiting(Box::pin(async move {
+            if let Some(job) = self.mirror.get(id).await {
+                return Some(job);
+            }
+            self.catch_up().await;
+            self.mirror.get(id).await
+        }))
     }
 
     fn list<'a>(&'a self, query: &'a ListQuery) -> StoreFuture<'a, Vec<Arc<Published>>> {
-        self.mirror.list(query)
+        StoreFuture::Waiting(Box::pin(async move {
+            self.catch_up().await;
+            self.mirror.list(query).await
+        }))
     }
 
     fn subscribe(&self, id: JobId) -> StoreFuture<'_, Option<JobFeed>> {
-        self.mirror.subscribe(id)
+        StoreFuture::Waiting(Box::pin(async move {
+            if let Some(feed) = self.mirror.subscribe(id).await {
+                return Some(feed);
+            }
+            self.catch_up().await;
+            self.mirror.subscribe(id).await
+        }))
     }
 
     fn subscribe_all(&self, after: Option<u64>) -> StoreFuture<'_, AllFeed> {
-        self.mirror.subscribe_all(after)
+        StoreFuture::Waiting(Box::pin(async move {
+            if after.is_some_and(|after| after > *self.applied.borrow()) {
+                self.catch_up().await;
+            }
+            self.mirror.subscribe_all(after).await
+        }))
     }
 
     fn remove(&self, id: JobId) {
