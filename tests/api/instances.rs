@@ -23,7 +23,7 @@ fn free_port() -> u16 {
 struct Redis {
     dir: PathBuf,
     port: u16,
-    _child: Child,
+    child: Child,
 }
 
 impl Redis {
@@ -31,11 +31,27 @@ impl Redis {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("jobcast-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let child = Redis::launch(&dir, port).await;
+        Redis { dir, port, child }
+    }
+
+    /// Kills the server (`kill -9`) and waits until it is gone.
+    async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// Starts the server again, on the same port and data (AOF).
+    async fn restart(&mut self) {
+        self.child = Redis::launch(&self.dir, self.port).await;
+    }
+
+    async fn launch(dir: &std::path::Path, port: u16) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -45,11 +61,7 @@ impl Redis {
             assert!(tokio::time::Instant::now() < deadline, "redis-server starts");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Redis {
-            dir,
-            port,
-            _child: child,
-        }
+        child
     }
 
     fn url(&self) -> String {
@@ -315,4 +327,43 @@ async fn queued_jobs_form_one_queue_that_any_instance_with_a_free_slot_takes_in_
         "taken oldest first: {started:?}"
     );
     assert_eq!(b.api.get_job(&queued[2]).await, cancelled);
+}
+
+/// Waits until `/readyz` on `instance` answers `status`.
+async fn ready_is(instance: &Instance, status: u16) {
+    let api = &instance.api;
+    api.eventually(&format!("/readyz to answer {status}"), || async {
+        let ready = api.client.get(api.url("/readyz")).send().await;
+        ready.is_ok_and(|response| response.status() == status)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_makes_instances_unready_and_streams_catch_up_after() {
+    let mut redis = Redis::start().await;
+    let a = Instance::start(&redis, &[]).await;
+    let job = a
+        .api
+        .create_demo(json!({"stages": [{"name": "work", "steps": 150}], "step_ms": 20}))
+        .await;
+    let id = id_of(&job);
+    let mut stream = a.api.subscribe(&id).await;
+    let mut seen = vec![stream.next().await.unwrap()];
+    redis.kill().await;
+    ready_is(&a, 503).await;
+    let refused = crate::helpers::send(a.api.client.post(a.api.url("/v1/jobs")).json(&json!({"kind": "demo"}))).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    crate::helpers::assert_problem(refused, 503, "creating while Redis is away").await;
+    redis.restart().await;
+    ready_is(&a, 200).await;
+    seen.extend(stream.all().await);
+    let seqs: Vec<u64> = seen.iter().map(|event| event.seq()).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] > pair[0]),
+        "never a seq twice or backwards: {seqs:?}"
+    );
+    assert_eq!(seen.iter().filter(|event| event.is_terminal()).count(), 1);
+    assert_eq!(seen.last().unwrap().event, "completed");
+    assert_eq!(a.api.get_job(&id).await, seen.last().unwrap().data);
 }

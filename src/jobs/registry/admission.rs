@@ -116,6 +116,12 @@ impl Registry {
         if self.is_shutting_down() {
             return Err(CreateError::ShuttingDown);
         }
+        if !self.is_store_available() {
+            // Refused at once rather than queued behind the writes that
+            // wait for the store to come back.
+            let unavailable = AppendError::Unavailable("the store cannot be written".to_owned());
+            return Err(CreateError::Store(unavailable));
+        }
         let JobRequest {
             kind,
             params,

@@ -297,9 +297,12 @@ async fn renew_lease(commands: &mut ConnectionManager, instance: &str, lease: Du
 async fn keep_lease(mut commands: ConnectionManager, instance: Arc<str>, lease: Duration, healthy: Arc<AtomicBool>) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        if let Err(error) = renew_lease(&mut commands, &instance, lease).await {
-            healthy.store(false, Ordering::Release);
-            tracing::warn!(%error, "cannot renew this instance's lease");
+        match renew_lease(&mut commands, &instance, lease).await {
+            Ok(()) => healthy.store(true, Ordering::Release),
+            Err(error) => {
+                healthy.store(false, Ordering::Release);
+                tracing::warn!(%error, "cannot renew this instance's lease");
+            }
         }
     }
 }
