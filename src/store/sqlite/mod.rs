@@ -200,6 +200,10 @@ impl Store for SqliteStore {
         self.writer.is_healthy()
     }
 
+    fn rows_written(&self) -> u64 {
+        self.writer.rows_written()
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         let closed = self.memory.close();
         let flushed = self.writer.flush();

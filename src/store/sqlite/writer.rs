@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::mem;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -111,6 +111,8 @@ struct Shared {
     healthy: AtomicBool,
     /// Each job's `seq` in the database.
     stored_seqs: Mutex<HashMap<JobId, u64>>,
+    /// Job rows upserted by batches that were committed.
+    rows_written: AtomicU64,
 }
 
 /// The handle the store writes through; dropping it writes what is
@@ -129,6 +131,7 @@ impl Writer {
             wake: Condvar::new(),
             healthy: AtomicBool::new(true),
             stored_seqs: Mutex::new(stored_seqs),
+            rows_written: AtomicU64::new(0),
         });
         let thread = std::thread::Builder::new()
             .name("jobcast-sqlite-writer".to_owned())
@@ -154,6 +157,12 @@ impl Writer {
     /// Whether the last batch was written.
     pub fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// Job rows written so far (a state committed or written behind; a
+    /// state coalesced away before its batch is not counted).
+    pub fn rows_written(&self) -> u64 {
+        self.shared.rows_written.load(Ordering::Relaxed)
     }
 
     /// The job's `seq` in the database, if it has a row.
@@ -231,6 +240,8 @@ fn write_batches(connection: &Connection, shared: &Shared) {
         let result = write(connection, &batch).map_err(|error| error.to_string());
         shared.healthy.store(result.is_ok(), Ordering::Release);
         if result.is_ok() {
+            let rows = batch.commits.len() + batch.behind.len();
+            shared.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
             let mut stored_seqs = lock(&shared.stored_seqs);
             for row in batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values()) {
                 let seq = stored_seqs.entry(row.job_id).or_default();
