@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Smoke test of the load generator against the real jobcast binary: builds
 # both in release, then runs a small fan-out (200 streams on one job), the
-# same over two HTTP/2 connections (h2c), and a small many-jobs run. Fails (non-zero) if a stream invariant breaks: a
-# missing terminal event, a duplicate or out-of-order seq, an event after
-# the terminal one, or a stream that fails. Latency targets are not judged
+# same over two HTTP/2 connections (h2c), a small many-jobs run (all on
+# --store memory), and 500 creates on a fresh SQLite file. Fails (non-zero)
+# if a stream invariant breaks: a missing terminal event, a duplicate or
+# out-of-order seq, an event after the terminal one, or a stream that
+# fails; or if a create is not answered 202. Latency targets are not judged
 # here: CI machines are shared and noisy.
 #
 # Usage: bench/ci-smoke.sh            (from anywhere in the repository)
@@ -51,6 +53,11 @@ timeout 60 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
   --json-out "$results/runs.jsonl" \
   many-jobs --jobs 50 --steps 20 --step-ms 5 >/dev/null
 
+echo "== creates on the SQLite store: 500 jobs from 8 clients, every answer a 202"
+timeout 60 "$bin/jobcast-bench" --bin-dir "$bin" --target jobcast "${pin[@]}" \
+  --json-out "$results/runs.jsonl" --store sqlite \
+  creates --creates 500 --concurrency 8 >/dev/null
+
 echo "== runs"
 cat "$results/runs.jsonl"
-echo "smoke: 3 passed, 0 failed"
+echo "smoke: 4 passed, 0 failed"

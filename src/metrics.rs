@@ -23,6 +23,8 @@ pub struct EngineSnapshot {
     pub queued: usize,
     pub running_tasks: usize,
     pub job_tasks: usize,
+    /// Job rows the store has written to its backend (0 for memory).
+    pub store_writes: u64,
 }
 
 pub struct Metrics {
@@ -38,6 +40,7 @@ pub struct Metrics {
     jobs_in_memory: Gauge,
     job_tasks: Gauge,
     streams_open: Gauge,
+    store_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -62,6 +65,7 @@ impl Metrics {
             jobs_in_memory: Gauge::default(),
             job_tasks: Gauge::default(),
             streams_open: Gauge::default(),
+            store_writes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("jobcast_jobs_created", "Jobs accepted", metrics.jobs_created.clone());
@@ -115,6 +119,11 @@ impl Metrics {
             "Open event streams",
             metrics.streams_open.clone(),
         );
+        registry.register(
+            "jobcast_store_writes",
+            "Job rows written by the durable store (0 for memory)",
+            metrics.store_writes.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 
@@ -132,6 +141,10 @@ impl Metrics {
         self.jobs_in_memory.set(held as i64);
         self.job_tasks.set(engine.job_tasks as i64);
         self.streams_open.set(streams_open as i64);
+        // The store owns the count; the counter only shows it.
+        self.store_writes
+            .inner()
+            .store(engine.store_writes, std::sync::atomic::Ordering::Relaxed);
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

@@ -83,8 +83,23 @@ impl Response {
 /// the whole response.
 pub async fn request(endpoint: &Endpoint, method: &str, path: &str, json: Option<&str>) -> io::Result<Response> {
     let mut stream = endpoint.connect(0).await?;
+    exchange(&mut stream, endpoint, method, path, json, false).await
+}
+
+/// Sends one request on `stream` and reads the whole response; with
+/// `keep_alive`, the connection stays open for the next request (the
+/// response must then carry its length).
+pub async fn exchange(
+    stream: &mut TcpStream,
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    keep_alive: bool,
+) -> io::Result<Response> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n{}",
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: {connection}\r\n{}",
         endpoint.addr,
         endpoint.authorization_line()
     );
@@ -99,7 +114,7 @@ pub async fn request(endpoint: &Endpoint, method: &str, path: &str, json: Option
         head.push_str(json);
     }
     stream.write_all(head.as_bytes()).await?;
-    let (raw, (status, framing, body_start)) = read_head(&mut stream, 4096).await?;
+    let (raw, (status, framing, body_start)) = read_head(stream, 4096).await?;
     let mut body = Vec::new();
     let mut decoder = Decoder::new(framing);
     let mut done = decoder.feed(&raw[body_start..], &mut body);

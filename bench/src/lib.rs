@@ -15,6 +15,8 @@
 //! - [`server`]: starts and stops the server under test, pinned to a core.
 //! - [`scenarios`]: fan-out, many jobs, idle, churn; each run yields a
 //!   [`report::RunReport`].
+//! - [`creates`]: job creation as fast as the server accepts it, and the
+//!   store's file and the server's memory sampled over a long run.
 //! - [`report`]: the JSON line and readable table of each run, and medians.
 //! - [`suite`]: every target scenario against every target, repeated, with
 //!   medians, ratios and the latency plot drawn by [`plot`].
@@ -22,6 +24,7 @@
 //!   (`baseline-axum`, `baseline-broadcast`), which are not jobcast code.
 
 pub mod client;
+pub mod creates;
 pub mod demo;
 pub mod http2;
 pub mod plot;

@@ -13,6 +13,8 @@ pub struct RunReport {
     /// A label naming the scenario's settings, e.g. `fanout-10000x200@10ms`.
     pub label: String,
     pub target: String,
+    /// jobcast's store (`memory` or `sqlite`); none for the baselines.
+    pub store: Option<String>,
     pub subscribers: usize,
     pub jobs: usize,
     pub steps: u64,
@@ -79,6 +81,11 @@ pub struct RunReport {
     pub jobs_in_memory_after: Option<i64>,
     /// Churn: the highest resident memory during its first two thirds.
     pub rss_mid_mib: Option<f64>,
+    /// Creates: jobs accepted per second while they were being created.
+    pub creates_per_s: Option<f64>,
+    /// Creates: the server and its database sampled over the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<crate::creates::Sample>,
     pub wall_s: f64,
     /// The 1-minute load average when the run started.
     pub load_average: Option<f64>,

@@ -361,7 +361,7 @@ async fn create_job(endpoint: &Endpoint, params: serde_json::Value) -> Result<St
         .ok_or_else(|| format!("create answered no id: {}", response.text()))
 }
 
-fn fill_latency(report: &mut RunReport, latency: &Histogram<u64>) {
+pub(crate) fn fill_latency(report: &mut RunReport, latency: &Histogram<u64>) {
     if latency.is_empty() {
         return;
     }
@@ -415,11 +415,11 @@ async fn join_all(handles: Vec<JoinHandle<Seen>>, deadline: Instant) -> Vec<Seen
 }
 
 /// The load generator's own CPU seconds so far.
-fn own_cpu() -> f64 {
+pub(crate) fn own_cpu() -> f64 {
     procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB
 }
 
@@ -754,17 +754,19 @@ impl Rng {
 async fn gauges(endpoint: &Endpoint) -> Option<(i64, i64, i64)> {
     let response = client::request(endpoint, "GET", "/metrics", None).await.ok()?;
     let text = response.text();
-    let gauge = |name: &str| {
-        text.lines().find_map(|line| {
-            let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-            value.trim().parse::<f64>().ok().map(|value| value as i64)
-        })
-    };
     Some((
-        gauge("jobcast_job_tasks")?,
-        gauge("jobcast_streams_open")?,
-        gauge("jobcast_jobs_in_memory")?,
+        gauge(&text, "jobcast_job_tasks")?,
+        gauge(&text, "jobcast_streams_open")?,
+        gauge(&text, "jobcast_jobs_in_memory")?,
     ))
+}
+
+/// One unlabelled metric's value in a `/metrics` text.
+pub(crate) fn gauge(text: &str, name: &str) -> Option<i64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse::<f64>().ok().map(|value| value as i64)
+    })
 }
 
 pub async fn churn(server: &Server, target: Target, spec: &Churn, common: &Common) -> RunReport {

@@ -1,7 +1,9 @@
 //! Starts the server under test as a child process pinned to one core
 //! (`taskset -c CORE`), waits until it answers, and stops it. Knows each
 //! target's flags: jobcast takes its own settings; the baselines take only
-//! `--listen`.
+//! `--listen`. Each jobcast server keeps its jobs where `--store` says:
+//! in memory, or in an SQLite file of its own in a fresh temporary
+//! directory, removed (with its `-wal` and `-shm`) when the server stops.
 
 use std::fmt;
 use std::io;
@@ -44,6 +46,26 @@ impl fmt::Display for Target {
     }
 }
 
+/// Where a jobcast server under test keeps its jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// `--store memory`: the figures before the SQLite store stay comparable.
+    #[default]
+    Memory,
+    /// `--store sqlite:FILE`, a fresh file per server.
+    Sqlite,
+}
+
+impl StoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// How to start one server.
 #[derive(Clone, Debug)]
 pub struct Launch {
@@ -53,6 +75,8 @@ pub struct Launch {
     pub core: Option<usize>,
     /// Flags for jobcast only (ignored for the baselines).
     pub jobcast_args: Vec<String>,
+    /// jobcast's store (ignored for the baselines).
+    pub store: StoreKind,
     /// Where the server's output goes; none: discarded.
     pub log: Option<PathBuf>,
     /// The credential to send as `Authorization: Bearer`, if any.
@@ -63,7 +87,12 @@ pub struct Server {
     child: Child,
     pub pid: u32,
     pub endpoint: Endpoint,
+    /// The SQLite database's directory, when the server has one.
+    database_dir: Option<PathBuf>,
 }
+
+/// The database file's name in its directory.
+const DATABASE: &str = "jobs.db";
 
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -73,8 +102,21 @@ impl Server {
     pub async fn start(launch: &Launch, source_ips: usize) -> io::Result<Server> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut args = vec!["--listen".to_owned(), addr.to_string()];
+        let mut database_dir = None;
         if launch.target == Target::Jobcast {
             args.extend(["--log".to_owned(), "warn".to_owned()]);
+            let store = match launch.store {
+                StoreKind::Memory => "memory".to_owned(),
+                StoreKind::Sqlite => {
+                    let dir =
+                        std::env::temp_dir().join(format!("jobcast-bench-{}-{}", std::process::id(), addr.port()));
+                    std::fs::create_dir_all(&dir)?;
+                    let store = format!("sqlite:{}", dir.join(DATABASE).display());
+                    database_dir = Some(dir);
+                    store
+                }
+            };
+            args.extend(["--store".to_owned(), store]);
             args.extend(launch.jobcast_args.iter().cloned());
         }
         let mut command = match launch.core {
@@ -95,13 +137,20 @@ impl Server {
                 command.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let child = command.spawn()?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                remove_database(database_dir.as_deref());
+                return Err(error);
+            }
+        };
         // taskset execs the server, so the child's pid is the server's.
         let pid = child.id();
         let mut server = Server {
             child,
             pid,
             endpoint: Endpoint::new(addr, 1),
+            database_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -121,6 +170,14 @@ impl Server {
         }
         server.endpoint = Endpoint::new(addr, source_ips).with_bearer(launch.bearer.as_deref());
         Ok(server)
+    }
+
+    /// The database file's and its write-ahead log's sizes in bytes, when
+    /// the server keeps its jobs in SQLite.
+    pub fn database_bytes(&self) -> Option<(u64, u64)> {
+        let dir = self.database_dir.as_ref()?;
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |meta| meta.len());
+        Some((size(DATABASE), size(&format!("{DATABASE}-wal"))))
     }
 
     /// Stops the server: SIGTERM, then SIGKILL if it lingers.
@@ -150,6 +207,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
+        }
+        remove_database(self.database_dir.as_deref());
+    }
+}
+
+/// Removes a stopped server's database directory (the file, its `-wal` and `-shm`).
+fn remove_database(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        if let Err(error) = std::fs::remove_dir_all(dir) {
+            eprintln!("cannot remove {}: {error}", dir.display());
         }
     }
 }

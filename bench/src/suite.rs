@@ -9,10 +9,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::creates::{self, Creates};
 use crate::plot::{self, Series};
 use crate::report::{self, median_of, RunReport};
 use crate::scenarios::{self, Churn, Common, Fanout, Idle, ManyJobs};
-use crate::server::{Launch, Server, Target};
+use crate::server::{Launch, Server, StoreKind, Target};
 
 /// One scenario with its settings.
 #[derive(Clone, Debug)]
@@ -22,6 +23,7 @@ pub enum Plan {
     ManyJobs(ManyJobs),
     Idle(Idle),
     Churn(Churn),
+    Creates(Creates),
 }
 
 impl Plan {
@@ -51,6 +53,15 @@ impl Plan {
                 flag("--retention", format!("{}s", spec.retention_s));
                 flag("--max-running", "256".to_owned());
             }
+            Plan::Creates(spec) => {
+                flag("--max-queued", spec.creates.max(10_000).to_string());
+                if let Some(seconds) = spec.retention_s {
+                    // Retention, not the count of finished jobs, decides
+                    // when a job is forgotten.
+                    flag("--retention", format!("{seconds}s"));
+                    flag("--max-finished", "10000000".to_owned());
+                }
+            }
         }
         args
     }
@@ -70,6 +81,8 @@ pub struct Environment {
     pub jobcast_args: Vec<String>,
     /// The credential every request and stream sends, if any.
     pub bearer: Option<String>,
+    /// Where jobcast keeps its jobs.
+    pub store: StoreKind,
     pub common: Common,
     /// Every run's JSON line is appended here too.
     pub json_out: Option<PathBuf>,
@@ -92,6 +105,7 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
             .unwrap_or_else(|| env.bin_dir.join(target.binary())),
         core: env.server_core,
         jobcast_args,
+        store: env.store,
         log: env.server_log.clone(),
         bearer: env.bearer.clone(),
     };
@@ -102,6 +116,7 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
                 Plan::ManyJobs(spec) => scenarios::many_jobs(&server, target, spec, &env.common).await,
                 Plan::Idle(spec) => scenarios::idle(&server, target, spec, &env.common).await,
                 Plan::Churn(spec) => scenarios::churn(&server, target, spec, &env.common).await,
+                Plan::Creates(spec) => creates::creates(&server, target, spec).await,
             };
             server.stop().await;
             report
@@ -112,6 +127,9 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
             ..RunReport::default()
         },
     };
+    if target == Target::Jobcast {
+        report.store = Some(env.store.name().to_owned());
+    }
     if let Plan::Fanout(_, Some(ms)) = plan {
         report.publish_interval_ms = Some(*ms);
     }

@@ -282,6 +282,12 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
+    /// Rows a durable store has written to its backend so far (none for a
+    /// store that writes nothing), for `/metrics`.
+    fn rows_written(&self) -> u64 {
+        0
+    }
+
     /// At shutdown, once no job will change any more: ends every job's
     /// subscriptions (a job still queued gets no terminal state now) and
     /// resolves once everything appended is stored.

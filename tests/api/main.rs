@@ -29,6 +29,7 @@ mod pacing;
 mod restarts;
 mod retry;
 mod smoke;
+mod store_writes;
 mod streams_common;
 mod timeouts;
 mod transport;

@@ -270,6 +270,7 @@ impl Registry {
             queued: self.inner.queued.load(Ordering::Acquire),
             running_tasks: self.inner.settings.max_running.max(1) - self.inner.running_slots.available_permits(),
             job_tasks: self.inner.tracker.len(),
+            store_writes: self.inner.store.rows_written(),
         }
     }
 

@@ -9,7 +9,8 @@
 //!   them: [`Store::commit`] waits for the batch that writes the row, then
 //!   publishes through the memory store, whose event id is written behind;
 //! - every other state is published at once and written behind, coalesced
-//!   to the newest per job;
+//!   to the newest per job; a change of status (a job starting) without
+//!   waiting for the writer's pause;
 //! - retention deletes rows, and the file's freed pages go back.
 //!
 //! A state committed but not yet numbered when the process died keeps event
@@ -98,8 +99,20 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, state: NewState) -> Result<(), AppendError> {
+        // A job that starts (or otherwise changes status) is written
+        // without the pause progress waits for, so that after a crash a
+        // started job is not taken for a queued one.
+        let changes_status = self
+            .memory
+            .status_of(state.job_id)
+            .is_some_and(|status| status != state.status);
         let published = self.memory.publish(state)?;
-        self.writer.write_behind(Row::of(&published));
+        let row = Row::of(&published);
+        if changes_status {
+            self.writer.write_soon(row);
+        } else {
+            self.writer.write_behind(row);
+        }
         Ok(())
     }
 
@@ -184,6 +197,10 @@ impl Store for SqliteStore {
 
     fn is_available(&self) -> bool {
         self.writer.is_healthy()
+    }
+
+    fn rows_written(&self) -> u64 {
+        self.writer.rows_written()
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

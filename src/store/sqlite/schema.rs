@@ -134,6 +134,16 @@ pub struct StoredJob {
     pub secrets: Option<String>,
 }
 
+/// Writes a job's row unless the stored one is as new: parameters id,
+/// kind, status, seq, event id, state, secrets (kept when NULL).
+pub const UPSERT_JOB: &str =
+    "INSERT INTO jobs (id, kind, status, seq, event_id, state, secrets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (id) DO UPDATE SET
+         kind = excluded.kind, status = excluded.status, seq = excluded.seq,
+         event_id = excluded.event_id, state = excluded.state,
+         secrets = coalesce(excluded.secrets, jobs.secrets)
+     WHERE excluded.seq > jobs.seq OR (excluded.seq = jobs.seq AND excluded.event_id > jobs.event_id)";
+
 /// Every stored job, oldest first (ids are time-ordered).
 pub fn jobs(connection: &Connection) -> rusqlite::Result<Vec<StoredJob>> {
     let mut statement =

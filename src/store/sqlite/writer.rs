@@ -6,7 +6,13 @@
 //! coalesced to the newest per job (so a job that publishes faster than the
 //! disk writes costs one row per batch, and the pending work is bounded by
 //! the number of jobs), commits wait for the batch that writes them, and
-//! removals and the event-id horizon ride along. Each batch is one
+//! removals and the event-id horizon ride along. Commits are written at
+//! once, in a batch of their own, which stays small however many jobs are
+//! publishing; the work nobody waits for gathers for [`BEHIND_PAUSE`] after
+//! the previous batch that wrote it (unless a flush wants it), so that many
+//! jobs publishing often cost one row each per pause, not one per state.
+//! Handing work over wakes the writer only when it was idle or the work is
+//! urgent. Each batch is one
 //! transaction; every row is an upsert that never replaces a newer state, so
 //! the order of work within a batch does not matter. After a batch that
 //! removed jobs, freed pages are given back to the file system
@@ -20,10 +26,10 @@
 
 use std::collections::HashMap;
 use std::mem;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -35,6 +41,8 @@ use crate::published::{JobSecrets, Published};
 
 /// How long the writer waits before trying a failed batch again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long rows written behind gather after a batch before the next one.
+const BEHIND_PAUSE: Duration = Duration::from_millis(100);
 /// Pages given back per batch that removed jobs.
 const VACUUM_PAGES: u32 = 256;
 
@@ -79,6 +87,8 @@ struct Work {
     behind: HashMap<JobId, Row>,
     commits: Vec<(Row, oneshot::Sender<Result<(), String>>)>,
     removed: Vec<JobId>,
+    /// A row written behind must not wait for the pause.
+    soon: bool,
     horizon: Option<u64>,
     /// Answered once everything handed over before it is written.
     flushes: Vec<oneshot::Sender<()>>,
@@ -92,6 +102,12 @@ impl Work {
             && self.removed.is_empty()
             && self.horizon.is_none()
             && self.flushes.is_empty()
+    }
+
+    /// Whether this work is written at once: someone waits for it, or a
+    /// row must not wait for the pause.
+    fn is_urgent(&self) -> bool {
+        !self.commits.is_empty() || !self.flushes.is_empty() || self.closing || self.soon
     }
 
     fn keep_behind(&mut self, row: Row) {
@@ -111,6 +127,8 @@ struct Shared {
     healthy: AtomicBool,
     /// Each job's `seq` in the database.
     stored_seqs: Mutex<HashMap<JobId, u64>>,
+    /// Job rows upserted by batches that were committed.
+    rows_written: AtomicU64,
 }
 
 /// The handle the store writes through; dropping it writes what is
@@ -129,6 +147,7 @@ impl Writer {
             wake: Condvar::new(),
             healthy: AtomicBool::new(true),
             stored_seqs: Mutex::new(stored_seqs),
+            rows_written: AtomicU64::new(0),
         });
         let thread = std::thread::Builder::new()
             .name("jobcast-sqlite-writer".to_owned())
@@ -146,14 +165,28 @@ impl Writer {
         lock(&self.shared.work)
     }
 
+    /// Adds work, and wakes the writer if it was idle or the work is urgent
+    /// (otherwise it comes for the work when its pause ends).
     fn hand_over(&self, add: impl FnOnce(&mut Work)) {
-        add(&mut self.work());
-        self.shared.wake.notify_one();
+        let mut work = self.work();
+        let was_idle = work.is_empty();
+        add(&mut work);
+        let wake = was_idle || work.is_urgent();
+        drop(work);
+        if wake {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Whether the last batch was written.
     pub fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// Job rows written so far (a state committed or written behind; a
+    /// state coalesced away before its batch is not counted).
+    pub fn rows_written(&self) -> u64 {
+        self.shared.rows_written.load(Ordering::Relaxed)
     }
 
     /// The job's `seq` in the database, if it has a row.
@@ -164,6 +197,14 @@ impl Writer {
     /// Writes a row in a later batch; a newer row of the same job replaces it.
     pub fn write_behind(&self, row: Row) {
         self.hand_over(|work| work.keep_behind(row));
+    }
+
+    /// Writes a row in the next batch, without waiting for the pause.
+    pub fn write_soon(&self, row: Row) {
+        self.hand_over(|work| {
+            work.keep_behind(row);
+            work.soon = true;
+        });
     }
 
     /// Writes a row in the next batch and answers once it is durable.
@@ -203,16 +244,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The writer thread: takes all pending work, writes it as one batch, and
+/// The writer thread: takes the pending work (commits at once, the rest
+/// after its pause), writes it as one batch, and
 /// answers its commits and flushes; until closed and empty.
 fn write_batches(connection: &Connection, shared: &Shared) {
+    // When the work nobody waits for was last written.
+    let mut last_full_batch = Instant::now();
     loop {
         let mut batch = {
             let mut work = lock(&shared.work);
-            while work.is_empty() && !work.closing {
-                if shared.healthy.load(Ordering::Acquire) {
-                    work = shared.wake.wait(work).unwrap_or_else(|poisoned| poisoned.into_inner());
-                } else {
+            loop {
+                if work.is_urgent() {
+                    break;
+                }
+                if work.is_empty() {
+                    if shared.healthy.load(Ordering::Acquire) {
+                        work = shared.wake.wait(work).unwrap_or_else(|poisoned| poisoned.into_inner());
+                        continue;
+                    }
                     let (waited, timeout) = shared
                         .wake
                         .wait_timeout(work, RETRY_PAUSE)
@@ -221,16 +270,45 @@ fn write_batches(connection: &Connection, shared: &Shared) {
                     if timeout.timed_out() && work.is_empty() {
                         break;
                     }
+                    continue;
                 }
+                // Nobody waits for this work: let more of it gather.
+                let Some(left) = (last_full_batch + BEHIND_PAUSE).checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                work = shared
+                    .wake
+                    .wait_timeout(work, left)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
             }
             if work.is_empty() && work.closing {
                 return;
             }
-            mem::take(&mut *work)
+            let now = Instant::now();
+            let everything = !work.flushes.is_empty()
+                || work.closing
+                || work.soon
+                || work.commits.is_empty()
+                || now >= last_full_batch + BEHIND_PAUSE;
+            if everything {
+                last_full_batch = now;
+                let batch = mem::take(&mut *work);
+                // Closing stays set: the writer stops once it has written everything.
+                work.closing = batch.closing;
+                batch
+            } else {
+                Work {
+                    commits: mem::take(&mut work.commits),
+                    ..Work::default()
+                }
+            }
         };
         let result = write(connection, &batch).map_err(|error| error.to_string());
         shared.healthy.store(result.is_ok(), Ordering::Release);
         if result.is_ok() {
+            let rows = batch.commits.len() + batch.behind.len();
+            shared.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
             let mut stored_seqs = lock(&shared.stored_seqs);
             for row in batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values()) {
                 let seq = stored_seqs.entry(row.job_id).or_default();
@@ -270,14 +348,7 @@ fn write_batches(connection: &Connection, shared: &Shared) {
 fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
     let transaction = connection.unchecked_transaction()?;
     {
-        let mut upsert = transaction.prepare_cached(
-            "INSERT INTO jobs (id, kind, status, seq, event_id, state, secrets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (id) DO UPDATE SET
-                 kind = excluded.kind, status = excluded.status, seq = excluded.seq,
-                 event_id = excluded.event_id, state = excluded.state,
-                 secrets = coalesce(excluded.secrets, jobs.secrets)
-             WHERE excluded.seq > jobs.seq OR (excluded.seq = jobs.seq AND excluded.event_id > jobs.event_id)",
-        )?;
+        let mut upsert = transaction.prepare_cached(schema::UPSERT_JOB)?;
         let rows = batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values());
         for row in rows {
             let json = std::str::from_utf8(&row.json).expect("serde_json writes UTF-8");
