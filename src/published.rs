@@ -70,6 +70,10 @@ pub struct NewState {
     pub secrets: Option<Arc<JobSecrets>>,
     /// A first state whose job waits in a shared store's queue.
     pub shared_queue: bool,
+    /// A change of status or stage, which a durable store writes without
+    /// waiting for its next batch: after a crash the stored state then
+    /// names the stage that was running.
+    pub milestone: bool,
 }
 
 impl NewState {
@@ -87,6 +91,7 @@ impl NewState {
             json,
             secrets: None,
             shared_queue: false,
+            milestone: false,
         }
     }
 

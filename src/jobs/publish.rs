@@ -247,7 +247,8 @@ impl Publisher {
             self.defer(&mut draft, now + HOLD_BACK_RETRY);
             return (value, None);
         }
-        let state = next_state(&mut draft, now);
+        let mut state = next_state(&mut draft, now);
+        state.milestone = change == Change::Immediate;
         if state.status.is_terminal() {
             self.metrics.events_published.inc();
             return (value, Some(self.store.commit(state)));

@@ -99,13 +99,15 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, state: NewState) -> Result<(), AppendError> {
-        // A job that starts (or otherwise changes status) is written
-        // without the pause progress waits for, so that after a crash a
-        // started job is not taken for a queued one.
-        let changes_status = self
-            .memory
-            .status_of(state.job_id)
-            .is_some_and(|status| status != state.status);
+        // A job that starts (or otherwise changes status or stage) is
+        // written without the pause progress waits for, so that after a
+        // crash a started job is not taken for a queued one, and its
+        // running stage is known.
+        let changes_status = state.milestone
+            || self
+                .memory
+                .status_of(state.job_id)
+                .is_some_and(|status| status != state.status);
         let published = self.memory.publish(state)?;
         let row = Row::of(&published);
         if changes_status {
