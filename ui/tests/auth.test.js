@@ -82,7 +82,7 @@ describe('authentication in the browser', { skip: !process.env.JOBCAST_TEST_BIN 
     const port = await h.freePort();
     const log = fs.openSync(path.join(h.OUTPUT_DIR, 'auth-server.log'), 'a');
     server = spawn(process.env.JOBCAST_TEST_BIN, [
-      '--listen', `127.0.0.1:${port}`, '--auth-keys', keys,
+      '--listen', `127.0.0.1:${port}`, '--store', 'memory', '--auth-keys', keys,
       '--ticket-secret', 'a-ticket-secret-for-the-browser-tests-0123',
       '--cors-origin', allowed.origin, '--retry', '300ms', '--log', 'warn',
     ], { stdio: ['ignore', log, log] });
