@@ -41,6 +41,17 @@ struct Slot {
     state: Mutex<SlotState>,
 }
 
+impl Slot {
+    /// A job's slot holding `latest`, with a channel for what follows
+    /// unless it has ended.
+    fn holding(latest: Arc<Published>) -> Slot {
+        let sender = (!latest.status.is_terminal()).then(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0);
+        Slot {
+            state: Mutex::new(SlotState { latest, sender }),
+        }
+    }
+}
+
 struct SlotState {
     latest: Arc<Published>,
     /// None once the job has ended.
@@ -137,14 +148,7 @@ impl MemoryStore {
                     renumbered.push(published.clone());
                 }
                 hub.latest.insert(published.job_id, published.clone());
-                let sender = (!published.status.is_terminal()).then(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0);
-                let slot = Slot {
-                    state: Mutex::new(SlotState {
-                        latest: published.clone(),
-                        sender,
-                    }),
-                };
-                slots.insert(published.job_id, Arc::new(slot));
+                slots.insert(published.job_id, Arc::new(Slot::holding(published.clone())));
             }
         }
         (store, renumbered)
@@ -224,14 +228,7 @@ impl MemoryStore {
         }
         let job_id = state.job_id;
         let latest = self.stamp(state);
-        let sender = (!latest.status.is_terminal()).then(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0);
-        let slot = Slot {
-            state: Mutex::new(SlotState {
-                latest: latest.clone(),
-                sender,
-            }),
-        };
-        slots.insert(job_id, Arc::new(slot));
+        slots.insert(job_id, Arc::new(Slot::holding(latest.clone())));
         Ok(latest)
     }
 
@@ -299,14 +296,7 @@ impl MemoryStore {
                 }
             }
             None => {
-                let sender = (!published.status.is_terminal()).then(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0);
-                let slot = Slot {
-                    state: Mutex::new(SlotState {
-                        latest: published.clone(),
-                        sender,
-                    }),
-                };
-                slots.insert(published.job_id, Arc::new(slot));
+                slots.insert(published.job_id, Arc::new(Slot::holding(published.clone())));
             }
         }
         drop(slots);
