@@ -273,6 +273,9 @@ async fn an_instance_paused_past_its_lease_is_fenced_off() {
     let ended = terminal_of(&mut on_b).await;
     assert_eq!(ended.data["error"]["code"], "instance_lost");
     a.signal("CONT").await;
+    // Its connections to Redis timed out while it was stopped: it is ready
+    // again once its lease is renewed, as a balancer would see.
+    ready_is(&a, 200).await;
     // A works again (its lease renewed), and has had time to try writing
     // the old job's next states: none of them is taken.
     let later = a
