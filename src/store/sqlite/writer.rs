@@ -6,13 +6,14 @@
 //! coalesced to the newest per job (so a job that publishes faster than the
 //! disk writes costs one row per batch, and the pending work is bounded by
 //! the number of jobs), commits wait for the batch that writes them, and
-//! removals and the event-id horizon ride along. Commits are written at
-//! once, in a batch of their own, which stays small however many jobs are
-//! publishing; the work nobody waits for gathers for [`BEHIND_PAUSE`] after
-//! the previous batch that wrote it (unless a flush wants it), so that many
-//! jobs publishing often cost one row each per pause, not one per state.
-//! Handing work over wakes the writer only when it was idle or the work is
-//! urgent. Each batch is one
+//! removals and the event-id horizon ride along. Urgent work (commits, and
+//! the rows of jobs that changed status or stage) is written at once; the
+//! rows nobody waits for gather for [`BEHIND_PAUSE`] after they were last
+//! all written (unless a flush wants them), so that many jobs publishing
+//! often cost one row each per pause, not one per state, and are then
+//! written at most [`BEHIND_CHUNK`] to a batch, so that a commit never
+//! waits behind a thousand jobs' progress. Handing work over wakes the
+//! writer only when it was idle or the work is urgent. Each batch is one
 //! transaction; every row is an upsert that never replaces a newer state, so
 //! the order of work within a batch does not matter. After a batch that
 //! removed jobs, freed pages are given back to the file system
@@ -45,6 +46,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const BEHIND_PAUSE: Duration = Duration::from_millis(100);
 /// Pages given back per batch that removed jobs.
 const VACUUM_PAGES: u32 = 256;
+/// Most rows written behind in one batch: urgent work waits for at most
+/// one such batch (about a millisecond), however many jobs publish.
+const BEHIND_CHUNK: usize = 128;
 
 /// One job's state as a row.
 #[derive(Clone)]
@@ -85,10 +89,10 @@ pub type Committed = oneshot::Receiver<Result<(), String>>;
 #[derive(Default)]
 struct Work {
     behind: HashMap<JobId, Row>,
+    /// Rows nobody waits for that must not wait for the pause either.
+    soon: HashMap<JobId, Row>,
     commits: Vec<(Row, oneshot::Sender<Result<(), String>>)>,
     removed: Vec<JobId>,
-    /// A row written behind must not wait for the pause.
-    soon: bool,
     horizon: Option<u64>,
     /// Answered once everything handed over before it is written.
     flushes: Vec<oneshot::Sender<()>>,
@@ -98,6 +102,7 @@ struct Work {
 impl Work {
     fn is_empty(&self) -> bool {
         self.behind.is_empty()
+            && self.soon.is_empty()
             && self.commits.is_empty()
             && self.removed.is_empty()
             && self.horizon.is_none()
@@ -107,15 +112,77 @@ impl Work {
     /// Whether this work is written at once: someone waits for it, or a
     /// row must not wait for the pause.
     fn is_urgent(&self) -> bool {
-        !self.commits.is_empty() || !self.flushes.is_empty() || self.closing || self.soon
+        !self.commits.is_empty() || !self.soon.is_empty() || !self.flushes.is_empty() || self.closing
     }
 
+    /// Keeps the job's newest row, where its pending row is (a row written
+    /// soon stays soon).
     fn keep_behind(&mut self, row: Row) {
-        match self.behind.get(&row.job_id) {
-            Some(pending) if !row.newer_than(pending) => {}
-            _ => {
-                self.behind.insert(row.job_id, row);
+        let pending = match self.soon.contains_key(&row.job_id) {
+            true => &mut self.soon,
+            false => &mut self.behind,
+        };
+        keep_newest(pending, row);
+    }
+
+    /// Keeps the job's newest row among the rows written soon.
+    fn keep_soon(&mut self, row: Row) {
+        if let Some(pending) = self.behind.remove(&row.job_id) {
+            keep_newest(&mut self.soon, pending);
+        }
+        keep_newest(&mut self.soon, row);
+    }
+
+    /// The rows this batch writes.
+    fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.commits
+            .iter()
+            .map(|(row, _)| row)
+            .chain(self.soon.values())
+            .chain(self.behind.values())
+    }
+
+    /// The part of the pending work the next batch writes: everything when
+    /// a flush or the close wants it, else the urgent work and, once
+    /// `behind_due`, at most [`BEHIND_CHUNK`] rows written behind.
+    fn take_batch(&mut self, behind_due: bool) -> Work {
+        if !self.flushes.is_empty() || self.closing {
+            let batch = mem::take(self);
+            // Closing stays set: the writer stops once it has written everything.
+            self.closing = batch.closing;
+            return batch;
+        }
+        let mut batch = Work {
+            commits: mem::take(&mut self.commits),
+            soon: mem::take(&mut self.soon),
+            removed: mem::take(&mut self.removed),
+            horizon: self.horizon.take(),
+            ..Work::default()
+        };
+        if behind_due {
+            if self.behind.len() <= BEHIND_CHUNK {
+                batch.behind = mem::take(&mut self.behind);
+            } else {
+                let mut taken = 0;
+                batch.behind = self
+                    .behind
+                    .extract_if(|_, _| {
+                        taken += 1;
+                        taken <= BEHIND_CHUNK
+                    })
+                    .collect();
             }
+        }
+        batch
+    }
+}
+
+/// Keeps `row` in `rows` unless the job's pending row there is as new.
+fn keep_newest(rows: &mut HashMap<JobId, Row>, row: Row) {
+    match rows.get(&row.job_id) {
+        Some(pending) if !row.newer_than(pending) => {}
+        _ => {
+            rows.insert(row.job_id, row);
         }
     }
 }
@@ -201,10 +268,7 @@ impl Writer {
 
     /// Writes a row in the next batch, without waiting for the pause.
     pub fn write_soon(&self, row: Row) {
-        self.hand_over(|work| {
-            work.keep_behind(row);
-            work.soon = true;
-        });
+        self.hand_over(|work| work.keep_soon(row));
     }
 
     /// Writes a row in the next batch and answers once it is durable.
@@ -218,6 +282,7 @@ impl Writer {
     pub fn remove(&self, id: JobId, horizon: u64) {
         self.hand_over(|work| {
             work.behind.remove(&id);
+            work.soon.remove(&id);
             work.removed.push(id);
             work.horizon = Some(horizon);
         });
@@ -244,12 +309,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The writer thread: takes the pending work (commits at once, the rest
-/// after its pause), writes it as one batch, and
-/// answers its commits and flushes; until closed and empty.
+/// The writer thread: takes the pending work (the urgent work at once,
+/// rows written behind in chunks after their pause), writes it as one
+/// batch, and answers its commits and flushes; until closed and empty.
 fn write_batches(connection: &Connection, shared: &Shared) {
-    // When the work nobody waits for was last written.
-    let mut last_full_batch = Instant::now();
+    // When the rows written behind were last all written.
+    let mut behind_written = Instant::now();
     loop {
         let mut batch = {
             let mut work = lock(&shared.work);
@@ -273,7 +338,7 @@ fn write_batches(connection: &Connection, shared: &Shared) {
                     continue;
                 }
                 // Nobody waits for this work: let more of it gather.
-                let Some(left) = (last_full_batch + BEHIND_PAUSE).checked_duration_since(Instant::now()) else {
+                let Some(left) = (behind_written + BEHIND_PAUSE).checked_duration_since(Instant::now()) else {
                     break;
                 };
                 work = shared
@@ -286,31 +351,19 @@ fn write_batches(connection: &Connection, shared: &Shared) {
                 return;
             }
             let now = Instant::now();
-            let everything = !work.flushes.is_empty()
-                || work.closing
-                || work.soon
-                || work.commits.is_empty()
-                || now >= last_full_batch + BEHIND_PAUSE;
-            if everything {
-                last_full_batch = now;
-                let batch = mem::take(&mut *work);
-                // Closing stays set: the writer stops once it has written everything.
-                work.closing = batch.closing;
-                batch
-            } else {
-                Work {
-                    commits: mem::take(&mut work.commits),
-                    ..Work::default()
-                }
+            let batch = work.take_batch(now >= behind_written + BEHIND_PAUSE);
+            if work.behind.is_empty() && !batch.behind.is_empty() {
+                behind_written = now;
             }
+            batch
         };
         let result = write(connection, &batch).map_err(|error| error.to_string());
         shared.healthy.store(result.is_ok(), Ordering::Release);
         if result.is_ok() {
-            let rows = batch.commits.len() + batch.behind.len();
+            let rows = batch.commits.len() + batch.soon.len() + batch.behind.len();
             shared.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
             let mut stored_seqs = lock(&shared.stored_seqs);
-            for row in batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values()) {
+            for row in batch.rows() {
                 let seq = stored_seqs.entry(row.job_id).or_default();
                 *seq = (*seq).max(row.seq);
             }
@@ -326,6 +379,9 @@ fn write_batches(connection: &Connection, shared: &Shared) {
             // Keep what was written behind (unless something newer came),
             // the removals and the horizon, for the next batch.
             let mut work = lock(&shared.work);
+            for (_, row) in batch.soon.drain() {
+                work.keep_soon(row);
+            }
             for (_, row) in batch.behind.drain() {
                 work.keep_behind(row);
             }
@@ -349,8 +405,7 @@ fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
     let transaction = connection.unchecked_transaction()?;
     {
         let mut upsert = transaction.prepare_cached(schema::UPSERT_JOB)?;
-        let rows = batch.commits.iter().map(|(row, _)| row).chain(batch.behind.values());
-        for row in rows {
+        for row in batch.rows() {
             let json = std::str::from_utf8(&row.json).expect("serde_json writes UTF-8");
             let secrets = row
                 .secrets
@@ -379,4 +434,72 @@ fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
         schema::set_meta(&transaction, "probed_at", chrono::Utc::now().timestamp() as u64)?;
     }
     transaction.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(job_id: JobId, seq: u64) -> Row {
+        Row {
+            job_id,
+            kind: Arc::from("demo"),
+            status: "running",
+            seq,
+            event_id: 0,
+            json: Bytes::from_static(b"{}"),
+            secrets: None,
+        }
+    }
+
+    #[test]
+    fn a_commit_is_taken_with_at_most_one_chunk_of_rows_written_behind() {
+        let mut work = Work::default();
+        for _ in 0..3 * BEHIND_CHUNK {
+            work.keep_behind(row(JobId::generate(), 1));
+        }
+        let (done, _committed) = oneshot::channel();
+        work.commits.push((row(JobId::generate(), 1), done));
+
+        let first = work.take_batch(true);
+        assert_eq!((first.commits.len(), first.behind.len()), (1, BEHIND_CHUNK));
+        assert_eq!(work.behind.len(), 2 * BEHIND_CHUNK);
+
+        let not_due = work.take_batch(false);
+        assert!(not_due.is_empty());
+        assert_eq!(work.behind.len(), 2 * BEHIND_CHUNK);
+
+        while !work.behind.is_empty() {
+            assert!(work.take_batch(true).behind.len() <= BEHIND_CHUNK);
+        }
+    }
+
+    #[test]
+    fn a_flush_takes_everything_at_once() {
+        let mut work = Work::default();
+        for _ in 0..2 * BEHIND_CHUNK {
+            work.keep_behind(row(JobId::generate(), 1));
+        }
+        let (done, _flushed) = oneshot::channel();
+        work.flushes.push(done);
+        assert_eq!(work.take_batch(false).behind.len(), 2 * BEHIND_CHUNK);
+        assert!(work.is_empty());
+    }
+
+    #[test]
+    fn a_job_keeps_its_newest_row_and_a_row_written_soon_stays_soon() {
+        let mut work = Work::default();
+        let job = JobId::generate();
+        work.keep_behind(row(job, 3));
+        work.keep_soon(row(job, 4));
+        assert!(work.behind.is_empty());
+        work.keep_behind(row(job, 5));
+        work.keep_behind(row(job, 2));
+        assert!(work.behind.is_empty());
+        assert_eq!(work.soon[&job].seq, 5);
+        assert!(work.is_urgent());
+        let batch = work.take_batch(false);
+        assert_eq!(batch.soon[&job].seq, 5);
+        assert!(!work.is_urgent());
+    }
 }
