@@ -184,6 +184,10 @@ impl From<WorkerError> for ApiError {
             WorkerError::WrongToken => ApiError::Forbidden(error.to_string()),
             WorkerError::Ended(job) => ApiError::JobAlreadyEnded(job),
             WorkerError::Refused(job_error) => ApiError::Unprocessable(job_error.message),
+            WorkerError::RunnerUnreachable(_) => ApiError::Unavailable {
+                detail: format!("{error}; try again"),
+                retry_after_seconds: 1,
+            },
         }
     }
 }

@@ -153,7 +153,7 @@ pub enum StageStatus {
 
 /// How a job function reports failure: a machine-readable code, a message
 /// for people, and whether trying again may succeed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{code}: {message}")]
 pub struct JobError {
     pub code: String,

@@ -6,7 +6,7 @@
 //! What the fields mean is documented once, in docs/KINDS.md; the command
 //! and worker kinds only say where reports come from.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::context::JobContext;
 use super::counts::optional_whole_number;
@@ -14,7 +14,7 @@ use super::model::StageSpec;
 use super::JobError;
 
 /// One stage in a report's `stages` list.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageDecl {
     pub name: String,
@@ -33,8 +33,9 @@ impl From<&StageDecl> for StageSpec {
 }
 
 /// A progress report: every field optional (`null` counts as left out),
-/// all of them applied together.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+/// all of them applied together. Serialised only to be relayed to the
+/// instance that runs the job.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressReport {
     /// Declares the job's stages (once per job, and only if its kind did not).

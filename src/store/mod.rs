@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use crate::jobs::labels::{LabelFilter, Labels};
 use crate::jobs::{JobId, JobStatus};
@@ -86,6 +86,16 @@ pub struct AllFeed {
 pub struct CancelRequestFor {
     pub id: JobId,
     pub by: Option<Arc<str>>,
+}
+
+/// A call relayed from another instance for a job it does not run: the
+/// job, the call (what it is is the engine's business), and where the
+/// instance that runs the job answers; an instance that does not run it
+/// answers None.
+pub struct RelayedCall {
+    pub id: JobId,
+    pub call: serde_json::Value,
+    pub answer: oneshot::Sender<Option<serde_json::Value>>,
 }
 
 /// A running job whose instance died.
@@ -245,6 +255,26 @@ pub trait Store: Send + Sync + 'static {
     /// for a store of one process.
     fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<CancelRequestFor>> {
         None
+    }
+
+    /// Hands `call` for job `id` to whichever instance runs it, and answers
+    /// with that instance's answer; None if no instance answered in time
+    /// (or, in a store of one process, where nothing needs relaying).
+    fn relay_call(&self, _id: JobId, _call: serde_json::Value) -> StoreFuture<'_, Option<serde_json::Value>> {
+        StoreFuture::ready(None)
+    }
+
+    /// The calls other instances relay to this one ([`Store::relay_call`]),
+    /// taken once by the engine at start; None for a store of one process.
+    fn take_relayed_calls(&self) -> Option<mpsc::UnboundedReceiver<RelayedCall>> {
+        None
+    }
+
+    /// The secrets a shared store keeps with job `id`, for an instance that
+    /// does not run the job to check a worker's token; None for a store of
+    /// one process (the engine holds its jobs' tokens).
+    fn secrets(&self, _id: JobId) -> StoreFuture<'_, Option<Arc<JobSecrets>>> {
+        StoreFuture::ready(None)
     }
 
     /// The running jobs of instances that died (their lease ran out), for

@@ -370,3 +370,118 @@ async fn a_redis_restart_makes_instances_unready_and_streams_catch_up_after() {
     assert_eq!(seen.last().unwrap().event, "completed");
     assert_eq!(a.api.get_job(&id).await, seen.last().unwrap().data);
 }
+
+/// A POST of `body` to a worker endpoint of `instance`, with `token`
+/// (None: no Authorization): the status and the JSON answer.
+async fn worker_call(
+    instance: &Instance,
+    id: &str,
+    action: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut request = instance
+        .api
+        .client
+        .post(instance.api.url(&format!("/v1/jobs/{id}/{action}")))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn an_external_worker_may_call_any_instance() {
+    let redis = Redis::start().await;
+    let kinds = redis.dir.join("kinds.toml");
+    std::fs::write(
+        &kinds,
+        r#"
+        [kinds.ingest]
+        stages = [{ name = "download", weight = 1 }, { name = "index", weight = 3 }]
+        [kinds.ingest.external]
+        heartbeat_timeout = "30s"
+        "#,
+    )
+    .unwrap();
+    let args = ["--config", kinds.to_str().unwrap(), "--cancel-grace", "10s"];
+    let (a, b) = (
+        Instance::start(&redis, &args).await,
+        Instance::start(&redis, &args).await,
+    );
+    let create = |instance: &Instance| {
+        let api = TestApp::client_of(instance.api.base.clone());
+        async move {
+            let created = api.create_job(&json!({"kind": "ingest"})).await;
+            (id_of(&created), created["worker_token"].as_str().unwrap().to_owned())
+        }
+    };
+
+    // A job of A, driven through B to its end.
+    let (id, token) = create(&a).await;
+    let mut watching_a = a.api.subscribe(&id).await;
+    let progress = json!({"stage": "download", "current": 3, "total": 10});
+    assert_eq!(worker_call(&b, &id, "heartbeat", None, progress.clone()).await.0, 401);
+    let wrong = format!("jcw_{}", "0".repeat(64));
+    assert_eq!(
+        worker_call(&b, &id, "heartbeat", Some(&wrong), progress.clone())
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        a.api.get_job(&id).await["status"],
+        "queued",
+        "a refused call changes nothing"
+    );
+    assert_eq!(
+        worker_call(&b, &id, "heartbeat", Some(&token), progress).await,
+        (200, json!({"cancel_requested": false}))
+    );
+    let (status, job) = worker_call(
+        &b,
+        &id,
+        "heartbeat",
+        Some(&token),
+        json!({"stage": "download", "curent": 4}),
+    )
+    .await;
+    assert_eq!(status, 422, "the body is checked where the call arrives: {job}");
+    let (status, completed) = worker_call(&b, &id, "complete", Some(&token), json!({"result": {"rows": 7}})).await;
+    assert_eq!(status, 200, "{completed}");
+    assert_eq!(
+        (completed["status"].as_str(), &completed["result"]),
+        (Some("completed"), &json!({"rows": 7}))
+    );
+    let seen = watching_a.all().await;
+    assert!(seen.iter().any(|event| event.data["stage"]["current"] == 3), "{seen:?}");
+    assert_eq!(seen.last().unwrap().data, completed, "A streams the end B answered");
+    let (status, again) = worker_call(&b, &id, "complete", Some(&token), json!({})).await;
+    assert_eq!((status, &again["job"]), (409, &completed), "{again}");
+
+    // A cancel asked on A, acknowledged by the worker's heartbeat on B.
+    let (id, token) = create(&a).await;
+    assert_eq!(worker_call(&b, &id, "heartbeat", Some(&token), json!({})).await.0, 200);
+    a.api.wait_for_status(&id, "running").await;
+    let cancel = tokio::spawn({
+        let api = TestApp::client_of(a.api.base.clone());
+        let id = id.clone();
+        async move { api.cancel(&id).await }
+    });
+    a.api.wait_for_status(&id, "cancelling").await;
+    assert_eq!(
+        worker_call(&b, &id, "heartbeat", Some(&token), json!({})).await,
+        (200, json!({"cancel_requested": true}))
+    );
+    let (status, cancelled) = cancel.await.unwrap();
+    assert_eq!(
+        (status, &cancelled["status"]),
+        (200, &json!("cancelled")),
+        "{cancelled}"
+    );
+    let (status, _) = worker_call(&b, &id, "fail", Some(&token), json!({"message": "too late"})).await;
+    assert_eq!(status, 409);
+}

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use super::Registry;
+use super::{until_ended, Registry};
 use crate::jobs::model::{CancelRequest, Outcome};
 use crate::jobs::{JobId, JobStatus};
 use crate::store::{CancelRequestFor, Published};
@@ -89,16 +89,7 @@ impl Registry {
         }
         self.inner.store.ask_to_cancel(id, by);
         let grace = self.inner.settings.cancel_grace;
-        let ended = async {
-            loop {
-                match updates.recv().await {
-                    Ok(state) if state.status.is_terminal() => return,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        };
-        if timeout(grace + RELAY_MARGIN, ended).await.is_err() {
+        if timeout(grace + RELAY_MARGIN, until_ended(&mut updates)).await.is_err() {
             tracing::warn!(job_id = %id, "the instance running the job did not end it in time");
         }
         self.final_answer(id).await

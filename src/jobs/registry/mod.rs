@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{broadcast, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -174,6 +174,17 @@ struct Inner {
 /// Locks a mutex, even one poisoned by a panic elsewhere: every critical
 /// section in the engine leaves its data consistent before anything that
 /// can panic.
+/// Waits until a job's `updates` bring its terminal state (or end).
+async fn until_ended(updates: &mut broadcast::Receiver<Arc<Published>>) {
+    loop {
+        match updates.recv().await {
+            Ok(state) if state.status.is_terminal() => return,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -221,6 +232,12 @@ impl Registry {
                 .inner
                 .tracker
                 .spawn(registry.clone().cancel_when_asked(requests));
+        }
+        if let Some(calls) = registry.inner.store.take_relayed_calls() {
+            registry
+                .inner
+                .tracker
+                .spawn(registry.clone().answer_relayed_calls(calls));
         }
         registry
     }

@@ -29,16 +29,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, MultiplexedConnection, PubSub};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::memory::MemoryStore;
-use super::{stored_state, CancelRequestFor};
+use super::{stored_state, CancelRequestFor, JobSecrets, RelayedCall};
 use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, LostJob, NewState, Published, Store, StoreFuture};
 use crate::jobs::{JobId, JobStatus};
+use relay::{Relay, Requests};
+
+mod relay;
 
 /// Every key starts with this: the schema's version is in it.
 const PREFIX: &str = "jc:v1:";
@@ -67,9 +69,12 @@ pub struct RedisStore {
     applied: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
     commands: ConnectionManager,
-    /// Cancel requests for jobs this instance may run, until the engine
-    /// takes them.
+    /// What this instance and the others tell each other.
+    relay: Relay,
+    /// Cancel requests and relayed calls for jobs this instance may run,
+    /// until the engine takes them.
     cancel_requests: Mutex<Option<mpsc::UnboundedReceiver<CancelRequestFor>>>,
+    relayed_calls: Mutex<Option<mpsc::UnboundedReceiver<RelayedCall>>>,
     /// Running jobs of dead instances, until the engine takes them.
     lost_jobs: Mutex<Option<mpsc::UnboundedReceiver<LostJob>>>,
     /// This process's instance id: a new one at every start.
@@ -159,10 +164,10 @@ impl RedisStore {
             lost,
         ));
         // Subscribed before anyone can ask: no request is missed.
-        let mut cancels = client.get_async_pubsub().await.map_err(connect)?;
-        cancels.subscribe(key("cancel")).await.map_err(connect)?;
-        let (relay, cancel_requests) = mpsc::unbounded_channel();
-        tokio::spawn(relay_cancel_requests(client.clone(), cancels, relay));
+        let (relay, requests) = Relay::start(client.clone(), commands.clone(), instance.clone())
+            .await
+            .map_err(connect)?;
+        let Requests { cancels, calls } = requests;
         let queue_changed = Arc::new(Notify::new());
         let reader = Reader {
             mirror: mirror.clone(),
@@ -177,7 +182,9 @@ impl RedisStore {
             applied,
             healthy,
             commands,
-            cancel_requests: Mutex::new(Some(cancel_requests)),
+            relay,
+            cancel_requests: Mutex::new(Some(cancels)),
+            relayed_calls: Mutex::new(Some(calls)),
             lost_jobs: Mutex::new(Some(lost_jobs)),
             instance,
             queue_changed,
@@ -499,39 +506,6 @@ async fn follow_events(client: Client, reader: Reader, mut last: u64) {
     }
 }
 
-/// Relays the cancel requests of every instance to this one's engine, which
-/// acts on those of the jobs it runs; subscribes again when cut off (a
-/// request lost meanwhile is answered by the asking instance's wait).
-async fn relay_cancel_requests(client: Client, mut subscribed: PubSub, relay: mpsc::UnboundedSender<CancelRequestFor>) {
-    loop {
-        let mut messages = subscribed.into_on_message();
-        while let Some(message) = messages.next().await {
-            let request = message.get_payload::<Vec<u8>>().ok().and_then(|payload| {
-                let request: serde_json::Value = serde_json::from_slice(&payload).ok()?;
-                Some(CancelRequestFor {
-                    id: request["id"].as_str()?.parse().ok()?,
-                    by: request["by"].as_str().map(Arc::from),
-                })
-            });
-            if let Some(request) = request {
-                if relay.send(request).is_err() {
-                    return;
-                }
-            }
-        }
-        tracing::warn!("the cancel channel was cut; subscribing again");
-        subscribed = loop {
-            tokio::time::sleep(RETRY_PAUSE).await;
-            let Ok(mut again) = client.get_async_pubsub().await else {
-                continue;
-            };
-            if again.subscribe(key("cancel")).await.is_ok() {
-                break again;
-            }
-        };
-    }
-}
-
 /// Applies one stream entry to the mirror; answers its `gid`, and whether
 /// it is a new queued job.
 fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
@@ -669,14 +643,29 @@ impl Store for RedisStore {
     }
 
     fn ask_to_cancel(&self, id: JobId, by: Option<Arc<str>>) {
+        self.relay.ask_to_cancel(id, by);
+    }
+
+    fn relay_call(&self, id: JobId, call: serde_json::Value) -> StoreFuture<'_, Option<serde_json::Value>> {
+        StoreFuture::Waiting(Box::pin(self.relay.call(id, call)))
+    }
+
+    fn take_relayed_calls(&self) -> Option<mpsc::UnboundedReceiver<RelayedCall>> {
+        self.relayed_calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
+    fn secrets(&self, id: JobId) -> StoreFuture<'_, Option<Arc<JobSecrets>>> {
         let mut commands = self.commands.clone();
-        let request = serde_json::json!({"id": id.to_string(), "by": by.as_deref()}).to_string();
-        tokio::spawn(async move {
-            let published: redis::RedisResult<i64> = commands.publish(key("cancel"), request).await;
-            if let Err(error) = published {
-                tracing::warn!(job_id = %id, %error, "could not relay a cancel request");
-            }
-        });
+        StoreFuture::Waiting(Box::pin(async move {
+            let stored: Option<String> = commands.hget(key(&format!("job:{id}")), "secrets").await.ok().flatten();
+            stored
+                .filter(|stored| !stored.is_empty())
+                .and_then(|stored| serde_json::from_str(&stored).ok())
+                .map(Arc::new)
+        }))
     }
 
     fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<CancelRequestFor>> {
