@@ -284,6 +284,14 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// The jobs this instance runs whose states a shared store refused
+    /// because another instance ended them (this one's lease had run out)
+    /// or runs them, for the engine to stop here, taken once at start; None
+    /// for a store of one process.
+    fn take_jobs_ended_elsewhere(&self) -> Option<mpsc::UnboundedReceiver<JobId>> {
+        None
+    }
+
     /// Commits the terminal state of a lost job, if its instance is still
     /// gone and the job still live (any number of instances may try; one
     /// succeeds).

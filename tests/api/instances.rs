@@ -285,6 +285,12 @@ async fn an_instance_paused_past_its_lease_is_fenced_off() {
     b.api.get_job_when_terminal(&id_of(&later)).await;
     assert_eq!(b.api.get_job(&id).await, ended.data);
     assert_eq!(a.api.get_job(&id).await, ended.data);
+    // Told so by its refused writes, A stops the task of the job it lost.
+    a.api
+        .eventually("the paused instance to stop the job it lost", || async {
+            a.api.metric("jobcast_jobs_running").await == 0.0
+        })
+        .await;
 }
 
 #[tokio::test]

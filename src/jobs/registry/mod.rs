@@ -153,6 +153,9 @@ struct Inner {
     settings: EngineSettings,
     /// One permit per running job; tokio's semaphore queues waiters FIFO.
     running_slots: Arc<Semaphore>,
+    /// Whether the shared queue's taker holds a free slot while it waits
+    /// for a job to take (not a running job).
+    taker_holds_slot: AtomicBool,
     /// Jobs created and not yet running or ended: bounded by `max_queued`.
     queued: AtomicUsize,
     owners: Arc<owners::OwnerLimits>,
@@ -204,6 +207,7 @@ impl Registry {
                 store,
                 kinds: kinds.into_iter().map(|kind| (kind.name().to_owned(), kind)).collect(),
                 running_slots: Arc::new(Semaphore::new(settings.max_running.max(1))),
+                taker_holds_slot: AtomicBool::new(false),
                 owners: Arc::new(owners::OwnerLimits::new(
                     settings.max_running_per_owner,
                     settings.max_queued_per_owner,
@@ -232,6 +236,12 @@ impl Registry {
                 .inner
                 .tracker
                 .spawn(registry.clone().cancel_when_asked(requests));
+        }
+        if let Some(ended) = registry.inner.store.take_jobs_ended_elsewhere() {
+            registry
+                .inner
+                .tracker
+                .spawn(registry.clone().stop_jobs_ended_elsewhere(ended));
         }
         if let Some(calls) = registry.inner.store.take_relayed_calls() {
             registry
@@ -285,7 +295,9 @@ impl Registry {
                 .map(|&status| (status.as_str(), census.count(status)))
                 .collect(),
             queued: self.inner.queued.load(Ordering::Acquire),
-            running_tasks: self.inner.settings.max_running.max(1) - self.inner.running_slots.available_permits(),
+            running_tasks: self.inner.settings.max_running.max(1)
+                - self.inner.running_slots.available_permits()
+                - usize::from(self.inner.taker_holds_slot.load(Ordering::Acquire)),
             job_tasks: self.inner.tracker.len(),
             store_writes: self.inner.store.rows_written(),
         }

@@ -17,7 +17,10 @@
 --       writer.
 -- Answers {1, gid} when stored; {0, stored seq (-1: no job), terminal}
 -- when the stored state is not the one this follows; {0, -2, 0} when the
--- writer is fenced off.
+-- writer may not write this job (another instance runs it, or the lost
+-- instance is back or ran something else); {0, -3, 0} when the writer's
+-- own lease has run out (it may write again once it renews it, unless
+-- another instance has ended its jobs meanwhile).
 local prefix, id = ARGV[1], ARGV[2]
 local follows, seq = tonumber(ARGV[3]), tonumber(ARGV[4])
 local writer, lost = ARGV[11], ARGV[12]
@@ -28,7 +31,7 @@ if stored[1] and tonumber(stored[1]) == seq and stored[3] == ARGV[7] then
 end
 if lost == '' then
   if redis.call('EXISTS', prefix .. 'instance:' .. writer) == 0 then
-    return {0, -2, 0}
+    return {0, -3, 0}
   end
   if stored[5] and stored[5] ~= writer then
     return {0, -2, 0}

@@ -26,7 +26,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
@@ -68,6 +68,7 @@ pub struct RedisStore {
     /// The highest `gid` the mirror has applied.
     applied: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
+    lease: Arc<Lease>,
     commands: ConnectionManager,
     /// What this instance and the others tell each other.
     relay: Relay,
@@ -77,10 +78,30 @@ pub struct RedisStore {
     relayed_calls: Mutex<Option<mpsc::UnboundedReceiver<RelayedCall>>>,
     /// Running jobs of dead instances, until the engine takes them.
     lost_jobs: Mutex<Option<mpsc::UnboundedReceiver<LostJob>>>,
+    /// Jobs of this instance that another one ended, until the engine
+    /// takes them.
+    jobs_ended_elsewhere: Mutex<Option<mpsc::UnboundedReceiver<JobId>>>,
     /// This process's instance id: a new one at every start.
     instance: Arc<str>,
     /// Told of each job that joins a shared queue.
     queue_changed: Arc<Notify>,
+}
+
+/// Until when this instance's lease is surely held: it was renewed then,
+/// minus the time the renewal took. Past it (the process was paused, or
+/// cut off from Redis) the instance may no longer write, and is not ready.
+struct Lease {
+    held_until: Mutex<Instant>,
+}
+
+impl Lease {
+    fn renewed(&self, asked_at: Instant, lease: Duration) {
+        *self.held_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = asked_at + lease;
+    }
+
+    fn is_held(&self) -> bool {
+        Instant::now() < *self.held_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A state for the writer, with whoever waits for it.
@@ -135,7 +156,11 @@ impl RedisStore {
         };
         let mut commands = ConnectionManager::new(client.clone()).await.map_err(connect)?;
         let instance: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
+        let asked_at = Instant::now();
         renew_lease(&mut commands, &instance, lease).await.map_err(connect)?;
+        let held = Arc::new(Lease {
+            held_until: Mutex::new(asked_at + lease),
+        });
         // Everything after this gid is read from the stream; what the load
         // below also sees is applied once (the mirror keeps the newer).
         let from: u64 = commands
@@ -148,13 +173,21 @@ impl RedisStore {
         let (applied_sender, applied) = watch::channel(from);
         let healthy = Arc::new(AtomicBool::new(true));
         let (writes, pending) = mpsc::unbounded_channel();
+        let (ended_elsewhere, jobs_ended_elsewhere) = mpsc::unbounded_channel();
         tokio::spawn(write_states(
             commands.clone(),
             pending,
             healthy.clone(),
             instance.clone(),
+            ended_elsewhere,
         ));
-        tokio::spawn(keep_lease(commands.clone(), instance.clone(), lease, healthy.clone()));
+        tokio::spawn(keep_lease(
+            commands.clone(),
+            instance.clone(),
+            lease,
+            held.clone(),
+            healthy.clone(),
+        ));
         let (lost, lost_jobs) = mpsc::unbounded_channel();
         tokio::spawn(watch_leases(
             commands.clone(),
@@ -181,11 +214,13 @@ impl RedisStore {
             writes,
             applied,
             healthy,
+            lease: held,
             commands,
             relay,
             cancel_requests: Mutex::new(Some(cancels)),
             relayed_calls: Mutex::new(Some(calls)),
             lost_jobs: Mutex::new(Some(lost_jobs)),
+            jobs_ended_elsewhere: Mutex::new(Some(jobs_ended_elsewhere)),
             instance,
             queue_changed,
         })
@@ -301,11 +336,21 @@ async fn renew_lease(commands: &mut ConnectionManager, instance: &str, lease: Du
 
 /// Renews this instance's lease three times per lease, for as long as the
 /// process runs.
-async fn keep_lease(mut commands: ConnectionManager, instance: Arc<str>, lease: Duration, healthy: Arc<AtomicBool>) {
+async fn keep_lease(
+    mut commands: ConnectionManager,
+    instance: Arc<str>,
+    lease: Duration,
+    held: Arc<Lease>,
+    healthy: Arc<AtomicBool>,
+) {
     loop {
         tokio::time::sleep(lease / 3).await;
+        let asked_at = Instant::now();
         match renew_lease(&mut commands, &instance, lease).await {
-            Ok(()) => healthy.store(true, Ordering::Release),
+            Ok(()) => {
+                held.renewed(asked_at, lease);
+                healthy.store(true, Ordering::Release);
+            }
             Err(error) => {
                 healthy.store(false, Ordering::Release);
                 tracing::warn!(%error, "cannot renew this instance's lease");
@@ -376,6 +421,7 @@ async fn write_states(
     mut writes: mpsc::UnboundedReceiver<Write>,
     healthy: Arc<AtomicBool>,
     instance: Arc<str>,
+    ended_elsewhere: mpsc::UnboundedSender<JobId>,
 ) {
     let apply = Script::new(include_str!("apply.lua"));
     while let Some(write) = writes.recv().await {
@@ -396,20 +442,26 @@ async fn write_states(
                 .arg(u8::from(write.shared_queue))
                 .invoke_async::<Vec<i64>>(&mut connection)
                 .await;
-            match invoked {
+            let error = match invoked {
+                // This instance's lease ran out (it was paused, or cut off
+                // from Redis; it is not ready meanwhile): it may write again
+                // once it has renewed it, unless another instance ends its
+                // jobs first.
+                Ok(answer) if answer.as_slice() == [0, -3, 0] => "this instance's lease ran out".to_owned(),
                 Ok(answer) => {
                     healthy.store(true, Ordering::Release);
                     break Ok(answer);
                 }
                 Err(error) => {
                     healthy.store(false, Ordering::Release);
-                    if write.follows == 0 {
-                        break Err(AppendError::Unavailable(error.to_string()));
-                    }
-                    tracing::warn!(job_id = %write.job_id, %error, "a job's state waits for Redis");
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    error.to_string()
                 }
+            };
+            if write.follows == 0 {
+                break Err(AppendError::Unavailable(error));
             }
+            tracing::warn!(job_id = %write.job_id, %error, "a job's state waits for Redis");
+            tokio::time::sleep(RETRY_PAUSE).await;
         };
         let result = answer.and_then(|answer| match answer.as_slice() {
             [1, gid] => Ok(*gid as u64),
@@ -427,15 +479,29 @@ async fn write_states(
                 "unexpected answer from Redis: {other:?}"
             ))),
         });
-        match write.done {
-            Some(done) => {
+        // A job another instance ended (this one's lease ran out) or runs:
+        // this instance stops it (and says so once, not per refused state).
+        let ended_elsewhere_too = write.lost.is_none()
+            && write.follows != 0
+            && matches!(
+                &result,
+                Err(AppendError::Conflict {
+                    stored: None | Some((_, true)),
+                    ..
+                })
+            );
+        if ended_elsewhere_too {
+            let _ = ended_elsewhere.send(write.job_id);
+        }
+        match (write.done, result) {
+            (Some(done), result) => {
                 let _ = done.send(result);
             }
-            None => {
-                if let Err(error) = result {
-                    tracing::error!(job_id = %write.job_id, %error, "Redis refused a job's state");
-                }
+            (None, Err(error)) if ended_elsewhere_too => {
+                tracing::debug!(job_id = %write.job_id, %error, "Redis refused a state of a job ended elsewhere");
             }
+            (None, Err(error)) => tracing::error!(job_id = %write.job_id, %error, "Redis refused a job's state"),
+            (None, Ok(_)) => {}
         }
     }
 }
@@ -650,6 +716,13 @@ impl Store for RedisStore {
         StoreFuture::Waiting(Box::pin(self.relay.call(id, call)))
     }
 
+    fn take_jobs_ended_elsewhere(&self) -> Option<mpsc::UnboundedReceiver<JobId>> {
+        self.jobs_ended_elsewhere
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
     fn take_relayed_calls(&self) -> Option<mpsc::UnboundedReceiver<RelayedCall>> {
         self.relayed_calls
             .lock()
@@ -676,7 +749,7 @@ impl Store for RedisStore {
     }
 
     fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire) && self.lease.is_held()
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
