@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -50,6 +51,8 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
+            // DEBUG SLEEP, for the fault tests.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -66,6 +69,22 @@ impl Redis {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends a command to the server, as an operator's `redis-cli` would.
+    async fn command(&self, args: &[&str]) {
+        let client = redis::Client::open(self.url()).unwrap();
+        // Answers may take as long as a fault lasts.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(WAIT));
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap();
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        let _: redis::Value = command.query_async(&mut connection).await.unwrap();
     }
 }
 
@@ -325,15 +344,22 @@ async fn queued_jobs_form_one_queue_that_any_instance_with_a_free_slot_takes_in_
     assert!(cancelled["started_at"].is_null());
     let _ = b.api.cancel(&first).await;
     let _ = a.api.cancel(&second).await;
-    let mut started = Vec::new();
+    let time = |job: &serde_json::Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(job[field].as_str().unwrap()).unwrap()
+    };
+    let mut ended = Vec::new();
     for id in [&queued[0], &queued[1], &queued[3]] {
         let job = b.api.get_job_when_terminal(id).await;
         assert_eq!(job["status"], "completed", "{job}");
-        started.push(chrono::DateTime::parse_from_rfc3339(job["started_at"].as_str().unwrap()).unwrap());
+        ended.push(job);
     }
+    // The two freed slots, one on each instance, took the two oldest jobs
+    // (in either order: two instances start them at about the same time);
+    // the newest waited for one of them to finish.
+    let first_finish = time(&ended[0], "finished_at").min(time(&ended[1], "finished_at"));
     assert!(
-        started.windows(2).all(|pair| pair[0] <= pair[1]),
-        "taken oldest first: {started:?}"
+        time(&ended[2], "started_at") >= first_finish,
+        "taken oldest first: {ended:?}"
     );
     assert_eq!(b.api.get_job(&queued[2]).await, cancelled);
 }
@@ -490,4 +516,118 @@ async fn an_external_worker_may_call_any_instance() {
     );
     let (status, _) = worker_call(&b, &id, "fail", Some(&token), json!({"message": "too late"})).await;
     assert_eq!(status, 409);
+}
+
+/// Every event of one stream, checked: each `seq` above the one before,
+/// one terminal event, and it is the last.
+fn assert_one_rising_stream(events: &[crate::helpers::SseEvent]) {
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq()).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] > pair[0]),
+        "never a seq twice or backwards: {seqs:?}"
+    );
+    assert_eq!(events.iter().filter(|event| event.is_terminal()).count(), 1, "{seqs:?}");
+    assert!(events.last().unwrap().is_terminal());
+}
+
+#[tokio::test]
+async fn redis_faults_under_load_lose_no_terminal_and_repeat_no_seq() {
+    let redis = Redis::start().await;
+    let args = ["--cancel-grace", "2s"];
+    let (a, b) = (
+        Instance::start(&redis, &args).await,
+        Instance::start(&redis, &args).await,
+    );
+    let instances = [&a, &b];
+    // Short jobs that end during the faults, and long ones cancelled after.
+    let mut jobs = Vec::new();
+    for index in 0..24 {
+        let steps = if index % 4 == 0 { 100_000 } else { 150 };
+        let params = json!({"stages": [{"name": "work", "steps": steps}], "step_ms": 5 + index % 3});
+        let created = instances[index % 2].api.create_demo(params).await;
+        let id = id_of(&created);
+        let watchers = [a.api.subscribe(&id).await, b.api.subscribe(&id).await];
+        let watched = watchers.map(|mut stream| tokio::spawn(async move { stream.all().await }));
+        jobs.push((id, steps, watched));
+    }
+    let faults: [&[&str]; 5] = [
+        &["CLIENT", "KILL", "TYPE", "pubsub"],
+        &["CLIENT", "PAUSE", "300", "ALL"],
+        &["DEBUG", "SLEEP", "0.3"],
+        &["CLIENT", "KILL", "TYPE", "pubsub"],
+        &["CLIENT", "PAUSE", "200", "WRITE"],
+    ];
+    for fault in faults {
+        redis.command(fault).await;
+    }
+    // Cancels asked of either instance, right after the channel between
+    // them was cut once more: each reaches the job wherever it runs.
+    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    for (index, (id, steps, _)) in jobs.iter().enumerate() {
+        if *steps == 100_000 {
+            let (status, cancelled) = instances[index % 2].api.cancel(id).await;
+            assert_eq!(
+                (status, &cancelled["status"]),
+                (200, &json!("cancelled")),
+                "{cancelled}"
+            );
+        }
+    }
+    for (id, _, watched) in jobs {
+        let mut ends = Vec::new();
+        for watcher in watched {
+            let events = watcher.await.unwrap();
+            assert_one_rising_stream(&events);
+            ends.push(events.last().unwrap().data.clone());
+        }
+        assert_eq!(ends[0], ends[1], "both instances stream the same end");
+        assert_eq!(a.api.get_job(&id).await, ends[0]);
+        assert_eq!(b.api.get_job(&id).await, ends[0]);
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_cancel_and_complete_races_across_instances_agree_everywhere() {
+    let redis = Redis::start().await;
+    let args = ["--max-running", "64"];
+    let (a, b) = (
+        Instance::start(&redis, &args).await,
+        Instance::start(&redis, &args).await,
+    );
+    let (a, b) = (&a, &b);
+    let races = futures_util::stream::iter(0..1000u64).map(|index| {
+        let (creator, canceller) = if index % 2 == 0 { (a, b) } else { (b, a) };
+        async move {
+            // A job of 1 to 4 steps of 0 to 3 ms, cancelled from the other
+            // instance after 0 to 4 ms: either outcome may win.
+            let params = json!({"stages": [{"name": "s", "steps": 1 + index % 4}], "step_ms": index % 4});
+            let id = id_of(&creator.api.create_demo(params).await);
+            tokio::time::sleep(Duration::from_millis(index * 7 % 5)).await;
+            let (status, answer) = canceller.api.cancel(&id).await;
+            let end = match status {
+                200 => answer,
+                409 => answer["job"].clone(),
+                other => panic!("cancel answered {other}: {answer}"),
+            };
+            assert_eq!(
+                end["status"],
+                if status == 200 { "cancelled" } else { "completed" },
+                "{end}"
+            );
+            for instance in [a, b] {
+                assert_eq!(
+                    instance.api.get_job(&id).await,
+                    end,
+                    "every instance has the end the cancel answered"
+                );
+            }
+            status
+        }
+    });
+    let statuses: Vec<u16> = races.buffer_unordered(32).collect().await;
+    let cancelled = statuses.iter().filter(|&&status| status == 200).count();
+    eprintln!(
+        "1,000 races: {cancelled} cancelled, {} completed first",
+        statuses.len() - cancelled
+    );
 }

@@ -16,11 +16,17 @@ use crate::jobs::model::{CancelRequest, Outcome};
 use crate::jobs::{JobId, JobStatus};
 use crate::store::{CancelRequestFor, Published};
 
+/// How long a cancel waits for a job's end, decided, to be stored (a slow
+/// or unreachable store delays it).
+const END_STORED_WAIT: Duration = Duration::from_secs(10);
 /// How long a forced cancel waits for the job's task to drop its work.
 const TEARDOWN_WAIT: Duration = Duration::from_millis(100);
 /// How long, beyond the grace period, a cancel asked of another instance
 /// waits for that instance's answer.
 const RELAY_MARGIN: Duration = Duration::from_secs(1);
+/// How often a cancel asked of another instance is asked again while the
+/// job goes on.
+const ASK_AGAIN: Duration = Duration::from_millis(500);
 
 /// Why a cancel request did not end in a cancelled job.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +56,16 @@ impl Registry {
             }
             (CancelRequest::AlreadyEnded(_), _) => {
                 // Another outcome won; its state is being committed.
-                let _ = timeout(grace, control.ended.cancelled()).await;
+                let _ = timeout(END_STORED_WAIT, control.ended.cancelled()).await;
                 return self.final_answer(id).await;
             }
             (CancelRequest::TaskToldToStop | CancelRequest::AlreadyCancelling, _) => {
                 control.cancel.cancel();
                 if timeout(grace, control.ended.cancelled()).await.is_err() {
                     self.finish(&control, Outcome::Cancelled { forced: true }).await;
+                    // The task's own end may still be on its way to the
+                    // store (the forced one was then too late).
+                    let _ = timeout(END_STORED_WAIT, control.ended.cancelled()).await;
                     // The task drops the work as soon as it sees the job ended.
                     let _ = timeout(TEARDOWN_WAIT, control.stopped.cancelled()).await;
                 }
@@ -87,10 +96,22 @@ impl Registry {
                 return self.final_answer(id).await;
             }
         }
-        self.inner.store.ask_to_cancel(id, by);
-        let grace = self.inner.settings.cancel_grace;
-        if timeout(grace + RELAY_MARGIN, until_ended(&mut updates)).await.is_err() {
-            tracing::warn!(job_id = %id, "the instance running the job did not end it in time");
+        // Asked again every so often: a request sent while an instance's
+        // subscription was cut is lost (asking twice is harmless).
+        let deadline = Instant::now() + self.inner.settings.cancel_grace + RELAY_MARGIN;
+        loop {
+            self.inner.store.ask_to_cancel(id, by.clone());
+            let ask_again = (Instant::now() + ASK_AGAIN).min(deadline);
+            if tokio::time::timeout_at(ask_again, until_ended(&mut updates))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if ask_again == deadline {
+                tracing::warn!(job_id = %id, "the instance running the job did not end it in time");
+                break;
+            }
         }
         self.final_answer(id).await
     }

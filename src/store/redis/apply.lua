@@ -2,7 +2,10 @@
 -- and "not terminal", fenced by instance leases, then the next server-wide
 -- event id (gid), the job's hash, its place in the listing and in its
 -- instance's set of live jobs, and the change on the events stream, in one
--- atomic step. A retried write of the state already stored succeeds.
+-- atomic step. A retried write of the state already stored succeeds, and
+-- so does the runner's retry of a progress state it has already gone past
+-- (a batch of writes sent again after a lost answer); a terminal state
+-- must follow the stored one.
 --
 -- A normal write comes from the instance that runs the job (`runner`),
 -- and only while that instance's lease is alive: an instance paused past
@@ -42,6 +45,9 @@ else
   end
 end
 if stored[1] then
+  if lost == '' and follows ~= 0 and ARGV[6] ~= '1' and stored[2] ~= '1' and tonumber(stored[1]) >= seq then
+    return {1, tonumber(stored[4])}
+  end
   if follows == 0 or tonumber(stored[1]) ~= follows or stored[2] == '1' then
     return {0, tonumber(stored[1]), tonumber(stored[2])}
   end

@@ -17,19 +17,21 @@
 //! many of its clients watch it. States are written by one writer task per
 //! instance, in order: a progress state without waiting; a first or
 //! terminal state (a commit) answers once Redis has it and the mirror has
-//! applied it, so that whoever the caller tells next finds it on any
-//! instance.
+//! applied it. A read of a job, of the list or of a stream's snapshot first learns how far Redis
+//! is (`GET gid`) and waits for the mirror to get there, so that what any
+//! instance answered before is seen by the next read on any instance.
 //!
 //! While Redis cannot be reached the store is unavailable (`/readyz` 503,
 //! creation 503); states already handed to the writer wait for it, and the
 //! reader catches up from its last `gid` when it is back.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -48,6 +50,8 @@ const PREFIX: &str = "jc:v1:";
 const STREAM_LENGTH: u64 = 100_000;
 /// How long the writer and the reader wait before trying Redis again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a command waits for Redis's answer.
+const RESPONSE_WAIT: Duration = Duration::from_secs(5);
 /// How long one blocking read of the events stream waits.
 const READ_BLOCK: Duration = Duration::from_secs(5);
 /// Stream entries read at once.
@@ -154,7 +158,12 @@ impl RedisStore {
             url: url.to_owned(),
             source,
         };
-        let mut commands = ConnectionManager::new(client.clone()).await.map_err(connect)?;
+        // A batch of states on a busy machine may take longer than the
+        // client's default half second to answer.
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_WAIT));
+        let mut commands = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(connect)?;
         let instance: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
         let asked_at = Instant::now();
         renew_lease(&mut commands, &instance, lease).await.map_err(connect)?;
@@ -334,7 +343,8 @@ async fn renew_lease(commands: &mut ConnectionManager, instance: &str, lease: Du
         .await
 }
 
-/// Renews this instance's lease three times per lease, for as long as the
+/// Renews this instance's lease three times per lease (a failed renewal is
+/// tried again after a short pause), for as long as the
 /// process runs.
 async fn keep_lease(
     mut commands: ConnectionManager,
@@ -343,17 +353,20 @@ async fn keep_lease(
     held: Arc<Lease>,
     healthy: Arc<AtomicBool>,
 ) {
+    let mut wait = lease / 3;
     loop {
-        tokio::time::sleep(lease / 3).await;
+        tokio::time::sleep(wait).await;
         let asked_at = Instant::now();
         match renew_lease(&mut commands, &instance, lease).await {
             Ok(()) => {
                 held.renewed(asked_at, lease);
                 healthy.store(true, Ordering::Release);
+                wait = lease / 3;
             }
             Err(error) => {
-                healthy.store(false, Ordering::Release);
-                tracing::warn!(%error, "cannot renew this instance's lease");
+                // Not unready yet: the lease is held until it runs out.
+                tracing::warn!(%error, "cannot renew this instance's lease; trying again");
+                wait = RETRY_PAUSE;
             }
         }
     }
@@ -414,8 +427,13 @@ async fn find_lost_jobs(
     Ok(lost)
 }
 
-/// The writer: applies states in the order they were handed over. A new
-/// job is refused at once while Redis is away; any other state waits for it.
+/// The writer: sends the states handed to it, in order, in pipelined
+/// batches of [`WRITE_BATCH`] (one round trip for all the states that
+/// queued up during the last one), and answers each one's commit. A batch
+/// whose answers were lost is sent again (each write of a state already
+/// stored succeeds); the writes from the first one refused for a lapsed
+/// lease wait for the lease's renewal. A job's first state is not retried:
+/// its creator is refused at once.
 async fn write_states(
     mut connection: ConnectionManager,
     mut writes: mpsc::UnboundedReceiver<Write>,
@@ -424,85 +442,143 @@ async fn write_states(
     ended_elsewhere: mpsc::UnboundedSender<JobId>,
 ) {
     let apply = Script::new(include_str!("apply.lua"));
-    while let Some(write) = writes.recv().await {
-        let answer = loop {
-            let invoked = apply
-                .arg(PREFIX)
-                .arg(write.job_id.to_string())
-                .arg(write.follows)
-                .arg(write.seq)
-                .arg(write.status.as_str())
-                .arg(u8::from(write.status.is_terminal()))
-                .arg(write.json.as_ref())
-                .arg(&*write.kind)
-                .arg(&write.secrets)
-                .arg(STREAM_LENGTH)
-                .arg(&*instance)
-                .arg(write.lost.as_deref().unwrap_or(""))
-                .arg(u8::from(write.shared_queue))
-                .invoke_async::<Vec<i64>>(&mut connection)
-                .await;
-            let error = match invoked {
-                // This instance's lease ran out (it was paused, or cut off
-                // from Redis; it is not ready meanwhile): it may write again
-                // once it has renewed it, unless another instance ends its
-                // jobs first.
-                Ok(answer) if answer.as_slice() == [0, -3, 0] => "this instance's lease ran out".to_owned(),
-                Ok(answer) => {
-                    healthy.store(true, Ordering::Release);
-                    break Ok(answer);
-                }
-                Err(error) => {
-                    healthy.store(false, Ordering::Release);
-                    error.to_string()
-                }
-            };
-            if write.follows == 0 {
-                break Err(AppendError::Unavailable(error));
+    let mut pending: VecDeque<Write> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match writes.recv().await {
+                Some(write) => pending.push_back(write),
+                None => return,
             }
-            tracing::warn!(job_id = %write.job_id, %error, "a job's state waits for Redis");
-            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        while pending.len() < WRITE_BATCH {
+            match writes.try_recv() {
+                Ok(write) => pending.push_back(write),
+                Err(_) => break,
+            }
+        }
+        let mut batch = redis::pipe();
+        for write in &pending {
+            batch.add_command(apply_command(apply.get_hash(), write, &instance));
+        }
+        let answers: redis::RedisResult<Vec<Vec<i64>>> = batch.query_async(&mut connection).await;
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(error) => {
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                    // A new or restarted Redis: load the script, send again.
+                    let loaded: redis::RedisResult<String> = apply.prepare_invoke().load_async(&mut connection).await;
+                    if loaded.is_ok() {
+                        continue;
+                    }
+                }
+                healthy.store(false, Ordering::Release);
+                tracing::warn!(%error, states = pending.len(), "states wait for Redis");
+                refuse_new_jobs(&mut pending, &error.to_string());
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
         };
-        let result = answer.and_then(|answer| match answer.as_slice() {
-            [1, gid] => Ok(*gid as u64),
-            [0, -2, _] => Err(AppendError::Conflict {
-                job_id: write.job_id,
-                seq: write.seq,
-                stored: None,
-            }),
-            [0, stored, terminal] => Err(AppendError::Conflict {
-                job_id: write.job_id,
-                seq: write.seq,
-                stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
-            }),
-            other => Err(AppendError::Unavailable(format!(
-                "unexpected answer from Redis: {other:?}"
-            ))),
-        });
-        // A job another instance ended (this one's lease ran out) or runs:
-        // this instance stops it (and says so once, not per refused state).
-        let ended_elsewhere_too = write.lost.is_none()
-            && write.follows != 0
-            && matches!(
-                &result,
-                Err(AppendError::Conflict {
-                    stored: None | Some((_, true)),
-                    ..
-                })
+        healthy.store(true, Ordering::Release);
+        let lapsed = answers.iter().position(|answer| answer.as_slice() == [0, -3, 0]);
+        let answered = lapsed.unwrap_or(pending.len());
+        for (write, answer) in pending.drain(..answered).zip(answers) {
+            settle(write, &answer, &ended_elsewhere);
+        }
+        if lapsed.is_some() {
+            // This instance's lease ran out (it was paused, or cut off from
+            // Redis; it is not ready meanwhile): it may write again once it
+            // has renewed it, unless another instance ends its jobs first.
+            tracing::warn!(
+                states = pending.len(),
+                "states wait for this instance's lease to be renewed"
             );
-        if ended_elsewhere_too {
-            let _ = ended_elsewhere.send(write.job_id);
+            refuse_new_jobs(&mut pending, "this instance's lease ran out");
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        match (write.done, result) {
-            (Some(done), result) => {
-                let _ = done.send(result);
-            }
-            (None, Err(error)) if ended_elsewhere_too => {
-                tracing::debug!(job_id = %write.job_id, %error, "Redis refused a state of a job ended elsewhere");
-            }
-            (None, Err(error)) => tracing::error!(job_id = %write.job_id, %error, "Redis refused a job's state"),
-            (None, Ok(_)) => {}
+    }
+}
+
+/// How many states the writer sends in one round trip, at most.
+const WRITE_BATCH: usize = 256;
+
+/// The `EVALSHA` of `apply.lua` that writes `write` as `instance`.
+fn apply_command(hash: &str, write: &Write, instance: &str) -> redis::Cmd {
+    let mut command = redis::cmd("EVALSHA");
+    command
+        .arg(hash)
+        .arg(0)
+        .arg(PREFIX)
+        .arg(write.job_id.to_string())
+        .arg(write.follows)
+        .arg(write.seq)
+        .arg(write.status.as_str())
+        .arg(u8::from(write.status.is_terminal()))
+        .arg(write.json.as_ref())
+        .arg(&*write.kind)
+        .arg(&write.secrets)
+        .arg(STREAM_LENGTH)
+        .arg(instance)
+        .arg(write.lost.as_deref().unwrap_or(""))
+        .arg(u8::from(write.shared_queue));
+    command
+}
+
+/// Answers the creators of the pending new jobs that they are refused
+/// (`why`), and leaves the other writes to be sent again.
+fn refuse_new_jobs(pending: &mut VecDeque<Write>, why: &str) {
+    pending.retain_mut(|write| {
+        if write.follows != 0 {
+            return true;
         }
+        if let Some(done) = write.done.take() {
+            let _ = done.send(Err(AppendError::Unavailable(why.to_owned())));
+        }
+        false
+    });
+}
+
+/// Answers a write's commit (or logs a refused progress state) from
+/// `apply.lua`'s answer.
+fn settle(write: Write, answer: &[i64], ended_elsewhere: &mpsc::UnboundedSender<JobId>) {
+    let result = match answer {
+        [1, gid] => Ok(*gid as u64),
+        [0, -2, _] => Err(AppendError::Conflict {
+            job_id: write.job_id,
+            seq: write.seq,
+            stored: None,
+        }),
+        [0, stored, terminal] => Err(AppendError::Conflict {
+            job_id: write.job_id,
+            seq: write.seq,
+            stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
+        }),
+        other => Err(AppendError::Unavailable(format!(
+            "unexpected answer from Redis: {other:?}"
+        ))),
+    };
+    // A job another instance ended (this one's lease ran out) or runs:
+    // this instance stops it (and says so once, not per refused state).
+    let ended_elsewhere_too = write.lost.is_none()
+        && write.follows != 0
+        && matches!(
+            &result,
+            Err(AppendError::Conflict {
+                stored: None | Some((_, true)),
+                ..
+            })
+        );
+    if ended_elsewhere_too {
+        let _ = ended_elsewhere.send(write.job_id);
+    }
+    match (write.done, result) {
+        (Some(done), result) => {
+            let _ = done.send(result);
+        }
+        (None, Err(error)) if ended_elsewhere_too => {
+            tracing::debug!(job_id = %write.job_id, %error, "Redis refused a state of a job ended elsewhere");
+        }
+        (None, Err(error)) => tracing::error!(job_id = %write.job_id, %error, "Redis refused a job's state"),
+        (None, Ok(_)) => {}
     }
 }
 
@@ -623,11 +699,10 @@ impl Store for RedisStore {
     // another instance a moment ago: a miss, a listing and a resume point
     // beyond the mirror wait until the mirror has caught up with Redis.
 
+    /// A consistent read: whatever any instance had answered before is
+    /// seen (one round trip to learn how far Redis is, then the mirror).
     fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
         StoreFuture::Waiting(Box::pin(async move {
-            if let Some(job) = self.mirror.get(id).await {
-                return Some(job);
-            }
             self.catch_up().await;
             self.mirror.get(id).await
         }))
@@ -640,11 +715,9 @@ impl Store for RedisStore {
         }))
     }
 
+    /// Like [`RedisStore::get`], the snapshot is consistent.
     fn subscribe(&self, id: JobId) -> StoreFuture<'_, Option<JobFeed>> {
         StoreFuture::Waiting(Box::pin(async move {
-            if let Some(feed) = self.mirror.subscribe(id).await {
-                return Some(feed);
-            }
             self.catch_up().await;
             self.mirror.subscribe(id).await
         }))
