@@ -192,9 +192,14 @@ impl Store for SqliteStore {
     }
 
     fn holds_back(&self, id: JobId, seq: u64) -> bool {
-        self.writer
+        let held_back = self
+            .writer
             .stored_seq(id)
-            .is_some_and(|stored| seq > stored + MAX_UNSTORED_STATES)
+            .is_some_and(|stored| seq > stored + MAX_UNSTORED_STATES);
+        if held_back {
+            self.writer.hurry(id);
+        }
+        held_back
     }
 
     fn is_available(&self) -> bool {

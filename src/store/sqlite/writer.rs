@@ -43,7 +43,8 @@ use crate::published::{JobSecrets, Published};
 /// How long the writer waits before trying a failed batch again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long rows written behind gather after a batch before the next one.
-const BEHIND_PAUSE: Duration = Duration::from_millis(100);
+/// A job whose progress is held back ([`Writer::hurry`]) does not wait for it.
+const BEHIND_PAUSE: Duration = Duration::from_secs(1);
 /// Pages given back per batch that removed jobs.
 const VACUUM_PAGES: u32 = 256;
 /// Most rows written behind in one batch: urgent work waits for at most
@@ -269,6 +270,18 @@ impl Writer {
     /// Writes a row in the next batch, without waiting for the pause.
     pub fn write_soon(&self, row: Row) {
         self.hand_over(|work| work.keep_soon(row));
+    }
+
+    /// Writes the job's pending row, if it has one, in the next batch:
+    /// for a job whose progress is held back until its row is written.
+    pub fn hurry(&self, id: JobId) {
+        let mut work = self.work();
+        let Some(row) = work.behind.remove(&id) else {
+            return;
+        };
+        work.keep_soon(row);
+        drop(work);
+        self.shared.wake.notify_one();
     }
 
     /// Writes a row in the next batch and answers once it is durable.
