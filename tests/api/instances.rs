@@ -1,7 +1,6 @@
 //! Several instances on one Redis (CONTRACT.md, "Several instances"): real
 //! `redis-server` and `jobcast` processes, started by the tests.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -9,71 +8,8 @@ use reqwest::header::HeaderMap;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{id_of, TestApp, BIN, WAIT};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `redis-server` of the test's own, with AOF on, in a temporary directory.
-struct Redis {
-    dir: PathBuf,
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("jobcast-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Redis::launch(&dir, port).await;
-        Redis { dir, port, child }
-    }
-
-    /// Kills the server (`kill -9`) and waits until it is gone.
-    async fn kill(&mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
-
-    /// Starts the server again, on the same port and data (AOF).
-    async fn restart(&mut self) {
-        self.child = Redis::launch(&self.dir, self.port).await;
-    }
-
-    async fn launch(dir: &std::path::Path, port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server starts");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::cluster::{free_port, skipped_when_balanced, Persistence, Redis};
+use crate::helpers::{id_of, TestApp, BIN};
 
 /// A jobcast process on the shared Redis.
 struct Instance {
@@ -123,7 +59,10 @@ impl Instance {
 
 #[tokio::test]
 async fn a_job_on_one_instance_is_read_and_streamed_whole_on_another() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b) = (Instance::start(&redis, &[]).await, Instance::start(&redis, &[]).await);
     let job = a
         .api
@@ -157,7 +96,10 @@ async fn a_job_on_one_instance_is_read_and_streamed_whole_on_another() {
 
 #[tokio::test]
 async fn the_all_jobs_stream_of_any_instance_shows_every_job_with_growing_ids() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b) = (Instance::start(&redis, &[]).await, Instance::start(&redis, &[]).await);
     let mut firehose = b.api.stream("/v1/events", HeaderMap::new()).await;
     let quick = json!({"stages": [{"name": "s", "steps": 2}], "step_ms": 1});
@@ -179,7 +121,10 @@ async fn the_all_jobs_stream_of_any_instance_shows_every_job_with_growing_ids() 
 
 #[tokio::test]
 async fn a_cancel_on_any_instance_stops_the_job_where_it_runs() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let args = ["--cancel-grace", "1s"];
     let (a, b) = (
         Instance::start(&redis, &args).await,
@@ -247,7 +192,10 @@ async fn terminal_of(stream: &mut crate::helpers::Sse) -> crate::helpers::SseEve
 
 #[tokio::test]
 async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s"]).await;
     let killed = tokio::time::Instant::now();
     a.signal("KILL").await;
@@ -267,7 +215,10 @@ async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
 
 #[tokio::test]
 async fn an_instance_paused_past_its_lease_is_fenced_off() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s"]).await;
     a.signal("STOP").await;
     let ended = terminal_of(&mut on_b).await;
@@ -289,7 +240,10 @@ async fn an_instance_paused_past_its_lease_is_fenced_off() {
 
 #[tokio::test]
 async fn queued_jobs_form_one_queue_that_any_instance_with_a_free_slot_takes_in_order() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let args = ["--max-running", "1"];
     let (a, b) = (
         Instance::start(&redis, &args).await,
@@ -344,7 +298,10 @@ async fn ready_is(instance: &Instance, status: u16) {
 
 #[tokio::test]
 async fn a_redis_restart_makes_instances_unready_and_streams_catch_up_after() {
-    let mut redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let mut redis = Redis::start(Persistence::AofAlways).await;
     let a = Instance::start(&redis, &[]).await;
     let job = a
         .api
