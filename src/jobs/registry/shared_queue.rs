@@ -5,6 +5,7 @@
 //! store reports a newly queued job, and looks again every second in case a
 //! report was lost.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,8 +35,10 @@ impl Registry {
                     slot.expect("the running-slot semaphore is never closed")
                 }
             };
+            self.inner.slot_awaits_shared_job.store(true, Ordering::Release);
             loop {
                 if let Some(job) = self.inner.store.take_queued(&kinds).await {
+                    self.inner.slot_awaits_shared_job.store(false, Ordering::Release);
                     self.run_stored(&job, None, Some(slot)).await;
                     break;
                 }
