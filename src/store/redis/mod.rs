@@ -213,6 +213,9 @@ impl RedisStore {
     /// another instance has answered is then known here too. Without Redis,
     /// the mirror answers as it is.
     async fn catch_up(&self) {
+        if !self.is_available() {
+            return;
+        }
         let now: redis::RedisResult<Option<u64>> = self.commands.clone().get(key("gid")).await;
         if let Ok(Some(gid)) = now {
             self.mirrored(gid).await;
@@ -579,15 +582,14 @@ impl Store for RedisStore {
             .take()
     }
 
-    // A job this mirror does not know yet may have been created through
-    // another instance a moment ago: a miss, a listing and a resume point
-    // beyond the mirror wait until the mirror has caught up with Redis.
+    // What another instance has answered a moment ago (a job created, a
+    // job's end) may not be in this mirror yet: a read, a listing, a new
+    // stream and a resume point beyond the mirror wait until the mirror has
+    // caught up with Redis (one round trip), so that no instance answers
+    // older than one the client has already heard from.
 
     fn get(&self, id: JobId) -> StoreFuture<'_, Option<Arc<Published>>> {
         StoreFuture::Waiting(Box::pin(async move {
-            if let Some(job) = self.mirror.get(id).await {
-                return Some(job);
-            }
             self.catch_up().await;
             self.mirror.get(id).await
         }))
@@ -602,9 +604,6 @@ impl Store for RedisStore {
 
     fn subscribe(&self, id: JobId) -> StoreFuture<'_, Option<JobFeed>> {
         StoreFuture::Waiting(Box::pin(async move {
-            if let Some(feed) = self.mirror.subscribe(id).await {
-                return Some(feed);
-            }
             self.catch_up().await;
             self.mirror.subscribe(id).await
         }))
