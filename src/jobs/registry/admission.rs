@@ -198,7 +198,16 @@ impl Registry {
             match &committed {
                 Ok(_) if shared_queue => {
                     registry.inner.metrics.jobs_created.inc();
-                    registry.controls().remove(&id);
+                    // This instance may have taken the job from the queue
+                    // meanwhile, with a control of its own: that one stays.
+                    let mut controls = registry.controls();
+                    if controls
+                        .get(&id)
+                        .is_some_and(|kept| Arc::ptr_eq(&kept.publisher, &control.publisher))
+                    {
+                        controls.remove(&id);
+                    }
+                    drop(controls);
                     control.leave_queue(&registry.inner.queued);
                     tracing::info!(job_id = %id, kind = %kind.name(), "job created, queued for any instance");
                 }
