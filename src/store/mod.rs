@@ -240,6 +240,14 @@ pub trait Store: Send + Sync + 'static {
     /// this process runs every job, and nothing needs telling).
     fn ask_to_cancel(&self, _id: JobId, _by: Option<Arc<str>>) {}
 
+    /// The cancel request [`Store::ask_to_cancel`] made for job `id`, if
+    /// any: an instance that has just taken the job from the shared queue
+    /// looks, since the request may have been relayed before it knew that
+    /// it runs the job.
+    fn cancel_asked(&self, _id: JobId) -> StoreFuture<'_, Option<CancelRequestFor>> {
+        StoreFuture::ready(None)
+    }
+
     /// The cancel requests other instances relay to this one
     /// ([`Store::ask_to_cancel`]), taken once by the engine at start; None
     /// for a store of one process.

@@ -7,7 +7,10 @@
 //! Lua script (`apply.lua`) is the only write of a state: a compare-and-set
 //! on the stored `seq` and "not terminal" (the fence against a second
 //! writer), the next `gid`, the hash and the stream entry in one atomic
-//! step. Removal (`remove.lua`) puts a `removed` entry on the stream.
+//! step. Removal (`remove.lua`) puts a `removed` entry on the stream. A
+//! cancel request (`cancel.lua`) is kept in the job's hash and published
+//! to every instance: the one that runs the job acts on it, and one that
+//! takes the job from the queue as the request goes by finds it there.
 //!
 //! Each instance keeps a mirror of every retained job in a [`MemoryStore`],
 //! numbered by `gid` and fed by one reader of the stream (`XREAD BLOCK` from
@@ -509,13 +512,10 @@ async fn relay_cancel_requests(client: Client, mut subscribed: PubSub, relay: mp
     loop {
         let mut messages = subscribed.into_on_message();
         while let Some(message) = messages.next().await {
-            let request = message.get_payload::<Vec<u8>>().ok().and_then(|payload| {
-                let request: serde_json::Value = serde_json::from_slice(&payload).ok()?;
-                Some(CancelRequestFor {
-                    id: request["id"].as_str()?.parse().ok()?,
-                    by: request["by"].as_str().map(Arc::from),
-                })
-            });
+            let request = message
+                .get_payload::<Vec<u8>>()
+                .ok()
+                .and_then(|payload| cancel_request_of(&payload));
             if let Some(request) = request {
                 if relay.send(request).is_err() {
                     return;
@@ -533,6 +533,15 @@ async fn relay_cancel_requests(client: Client, mut subscribed: PubSub, relay: mp
             }
         };
     }
+}
+
+/// A cancel request as [`Store::ask_to_cancel`] writes it; None when malformed.
+fn cancel_request_of(payload: &[u8]) -> Option<CancelRequestFor> {
+    let request: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    Some(CancelRequestFor {
+        id: request["id"].as_str()?.parse().ok()?,
+        by: request["by"].as_str().map(Arc::from),
+    })
 }
 
 /// Applies one stream entry to the mirror; answers its `gid`, and whether
@@ -671,11 +680,30 @@ impl Store for RedisStore {
         let mut commands = self.commands.clone();
         let request = serde_json::json!({"id": id.to_string(), "by": by.as_deref()}).to_string();
         tokio::spawn(async move {
-            let published: redis::RedisResult<i64> = commands.publish(key("cancel"), request).await;
+            let published: redis::RedisResult<i64> = Script::new(include_str!("cancel.lua"))
+                .arg(PREFIX)
+                .arg(id.to_string())
+                .arg(request)
+                .invoke_async(&mut commands)
+                .await;
             if let Err(error) = published {
                 tracing::warn!(job_id = %id, %error, "could not relay a cancel request");
             }
         });
+    }
+
+    fn cancel_asked(&self, id: JobId) -> StoreFuture<'_, Option<CancelRequestFor>> {
+        let mut commands = self.commands.clone();
+        StoreFuture::Waiting(Box::pin(async move {
+            let request: redis::RedisResult<Option<Vec<u8>>> = commands.hget(key(&format!("job:{id}")), "cancel").await;
+            match request {
+                Ok(request) => cancel_request_of(&request?),
+                Err(error) => {
+                    tracing::warn!(job_id = %id, %error, "cannot read whether a cancel was asked");
+                    None
+                }
+            }
+        }))
     }
 
     fn take_cancel_requests(&self) -> Option<mpsc::UnboundedReceiver<CancelRequestFor>> {
