@@ -139,6 +139,10 @@ pub enum AppendError {
         /// store holds no such job.
         stored: Option<(u64, bool)>,
     },
+    /// A new job's idempotency key already names this job, created through
+    /// another instance of a shared store.
+    #[error("the idempotency key already names job {0}")]
+    KeyTaken(JobId),
     /// The backend could not store it (a full disk, a lost connection).
     #[error("the store is unavailable: {0}")]
     Unavailable(String),

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::idempotency::{Asked, IdempotencyKey, KeyClaim, Lookup};
 use super::owners::OwnerPlace;
+use super::recovery::asked_of;
 use super::runner::Start;
 use super::{lock, JobControl, Registry};
 use crate::jobs::kind::{Kind, Prepared, PreparedJob};
@@ -81,7 +82,18 @@ impl Registry {
         };
         loop {
             match self.look_up_key(&key) {
-                Lookup::Claimed(mut claim) => return self.admit(request, Some(&mut claim)).await,
+                Lookup::Claimed(mut claim) => match self.admit(request.clone(), Some(&mut claim)).await {
+                    // Another instance of a shared store created the key's
+                    // job first: its job is the key's here too.
+                    Err(CreateError::Store(AppendError::KeyTaken(job_id))) => {
+                        let parts = claim.parts();
+                        drop(claim);
+                        if let Some(job) = self.job(job_id).await {
+                            self.restore_key(parts, job_id, asked_of(&job));
+                        }
+                    }
+                    created => return created,
+                },
                 Lookup::Wait(settled) => settled.cancelled().await,
                 Lookup::Taken(job_id, asked) => {
                     if !asked.is_same(&request) {

@@ -4,6 +4,9 @@
 -- instance's set of live jobs, and the change on the events stream, in one
 -- atomic step. A retried write of the state already stored succeeds.
 --
+-- A job's first state may name an idempotency key: the key then names the
+-- job, unless it already names another, which refuses the whole write.
+--
 -- A normal write comes from the instance that runs the job (`runner`),
 -- and only while that instance's lease is alive: an instance paused past
 -- its lease is refused. A write for a lost instance (the reaper's) passes
@@ -14,10 +17,12 @@
 --       writer instance, lost instance ('' for a normal write), and for a
 --       first state '1' when the job waits in the shared queue of its kind
 --       (no instance runs it until one takes it) rather than run by the
---       writer.
+--       writer, and for a first state its idempotency key's name ('' for
+--       none).
 -- Answers {1, gid} when stored; {0, stored seq (-1: no job), terminal}
 -- when the stored state is not the one this follows; {0, -2, 0} when the
--- writer is fenced off.
+-- writer is fenced off; {0, -3, 0} when the idempotency key names another
+-- job.
 local prefix, id = ARGV[1], ARGV[2]
 local follows, seq = tonumber(ARGV[3]), tonumber(ARGV[4])
 local writer, lost = ARGV[11], ARGV[12]
@@ -44,6 +49,13 @@ if stored[1] then
   end
 elseif follows ~= 0 then
   return {0, -1, 0}
+end
+local idempotency_key = ARGV[14]
+if follows == 0 and idempotency_key ~= '' then
+  if not redis.call('SET', idempotency_key, id, 'NX') then
+    return {0, -3, 0}
+  end
+  redis.call('HSET', job, 'idempotency_key', idempotency_key)
 end
 local gid = redis.call('INCR', prefix .. 'gid')
 redis.call('HSET', job, 'seq', seq, 'status', ARGV[5], 'terminal', ARGV[6],

@@ -7,7 +7,7 @@
 //! Lua script (`apply.lua`) is the only write of a state: a compare-and-set
 //! on the stored `seq` and "not terminal" (the fence against a second
 //! writer), the next `gid`, the hash and the stream entry in one atomic
-//! step. Removal (`remove.lua`) puts a `removed` entry on the stream. A
+//! step; a new job's idempotency key is claimed in the same step. Removal (`remove.lua`) puts a `removed` entry on the stream. A
 //! cancel request (`cancel.lua`) is kept in the job's hash and published
 //! to every instance: the one that runs the job acts on it, and one that
 //! takes the job from the queue as the request goes by finds it there.
@@ -93,6 +93,9 @@ struct Write {
     /// For the end of a lost job: the dead instance that ran it.
     lost: Option<Arc<str>>,
     shared_queue: bool,
+    /// For a first state: the Redis key of its idempotency key, which
+    /// names the job once stored ('' for none).
+    idempotency_key: String,
     /// A commit's answer: the state's `gid`, or why it was not stored.
     done: Option<oneshot::Sender<Result<u64, AppendError>>>,
 }
@@ -113,6 +116,15 @@ impl Write {
                 .unwrap_or_default(),
             lost: None,
             shared_queue: state.shared_queue,
+            idempotency_key: state
+                .secrets
+                .as_ref()
+                .and_then(|secrets| secrets.idempotency_key.as_ref())
+                .map(|named| {
+                    let named = serde_json::to_string(named).expect("an owner and a key serialise");
+                    key(&format!("idempotency:{named}"))
+                })
+                .unwrap_or_default(),
             done: None,
         }
     }
@@ -393,6 +405,7 @@ async fn write_states(
                 .arg(&*instance)
                 .arg(write.lost.as_deref().unwrap_or(""))
                 .arg(u8::from(write.shared_queue))
+                .arg(&write.idempotency_key)
                 .invoke_async::<Vec<i64>>(&mut connection)
                 .await;
             match invoked {
@@ -410,22 +423,10 @@ async fn write_states(
                 }
             }
         };
-        let result = answer.and_then(|answer| match answer.as_slice() {
-            [1, gid] => Ok(*gid as u64),
-            [0, -2, _] => Err(AppendError::Conflict {
-                job_id: write.job_id,
-                seq: write.seq,
-                stored: None,
-            }),
-            [0, stored, terminal] => Err(AppendError::Conflict {
-                job_id: write.job_id,
-                seq: write.seq,
-                stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
-            }),
-            other => Err(AppendError::Unavailable(format!(
-                "unexpected answer from Redis: {other:?}"
-            ))),
-        });
+        let result = match answer {
+            Ok(answer) if answer == [0, -3, 0] => Err(key_taken(&mut connection, &write.idempotency_key).await),
+            answer => answer.and_then(|answer| stored_or_refused(&write, &answer)),
+        };
         match write.done {
             Some(done) => {
                 let _ = done.send(result);
@@ -436,6 +437,38 @@ async fn write_states(
                 }
             }
         }
+    }
+}
+
+/// What `apply.lua` answered for `write`: the state's `gid`, or why it was
+/// not stored.
+fn stored_or_refused(write: &Write, answer: &[i64]) -> Result<u64, AppendError> {
+    match answer {
+        [1, gid] => Ok(*gid as u64),
+        [0, -2, _] => Err(AppendError::Conflict {
+            job_id: write.job_id,
+            seq: write.seq,
+            stored: None,
+        }),
+        [0, stored, terminal] => Err(AppendError::Conflict {
+            job_id: write.job_id,
+            seq: write.seq,
+            stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
+        }),
+        other => Err(AppendError::Unavailable(format!(
+            "unexpected answer from Redis: {other:?}"
+        ))),
+    }
+}
+
+/// Why a new job whose idempotency key (the Redis key `name`) names
+/// another job was not stored: that job, or, if it is gone meanwhile, a
+/// reason to try again.
+async fn key_taken(connection: &mut ConnectionManager, name: &str) -> AppendError {
+    let named: redis::RedisResult<Option<String>> = connection.get(name).await;
+    match named.ok().flatten().and_then(|id| id.parse().ok()) {
+        Some(id) => AppendError::KeyTaken(id),
+        None => AppendError::Unavailable("the idempotency key's job was forgotten meanwhile".to_owned()),
     }
 }
 
