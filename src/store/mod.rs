@@ -143,6 +143,12 @@ pub enum AppendError {
     /// another instance of a shared store.
     #[error("the idempotency key already names job {0}")]
     KeyTaken(JobId),
+    /// A new job would join a shared queue that holds its most jobs.
+    #[error("the shared queue is full")]
+    QueueFull,
+    /// A new job would join a shared queue that holds its owner's most jobs.
+    #[error("the owner's share of the shared queue is full")]
+    OwnerQueueFull,
     /// The backend could not store it (a full disk, a lost connection).
     #[error("the store is unavailable: {0}")]
     Unavailable(String),

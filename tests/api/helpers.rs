@@ -360,14 +360,28 @@ impl TestApp {
     /// one's worth, so that the service has `max_running` free slots, as
     /// one process has. Answers those jobs' ids (none on one process).
     pub async fn take_extra_running_slots(&self, max_running: usize) -> Vec<String> {
+        self.take_extra_running_slots_as(&self.client, max_running).await
+    }
+
+    /// [`TestApp::take_extra_running_slots`], with jobs that `client`
+    /// creates (with its credentials).
+    pub async fn take_extra_running_slots_as(&self, client: &reqwest::Client, max_running: usize) -> Vec<String> {
         let extra = self
             .cluster
             .as_ref()
             .map_or(0, |cluster| (cluster.instances.len() - 1) * max_running);
         let mut ids = Vec::new();
         for _ in 0..extra {
-            let id = id_of(&self.create_demo(long_wait()).await);
-            self.wait_for_status(&id, "running").await;
+            let body = json!({ "kind": "demo", "params": long_wait() });
+            let created = send(client.post(self.url("/v1/jobs")).json(&body)).await;
+            assert_eq!(created.status(), 202, "a job taking a running slot");
+            let id = id_of(&created.json().await.unwrap());
+            let path = self.url(&format!("/v1/jobs/{id}"));
+            self.eventually("the job taking a slot to run", || async {
+                let job: Value = send(client.get(&path)).await.json().await.unwrap();
+                job["status"] == "running"
+            })
+            .await;
             ids.push(id);
         }
         ids

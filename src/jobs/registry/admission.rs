@@ -241,12 +241,28 @@ impl Registry {
             }
             committed.map(|job| (job, worker_token))
         });
-        let (job, worker_token) = admitted.await.expect("admission does not panic")?;
+        let (job, worker_token) = admitted
+            .await
+            .expect("admission does not panic")
+            .map_err(|refused| self.refusal(refused))?;
         Ok(Created {
             job,
             worker_token,
             replayed: false,
         })
+    }
+
+    /// Why the store refused a new job, as the create's error: a shared
+    /// store counts the queue across instances.
+    fn refusal(&self, refused: AppendError) -> CreateError {
+        let settings = &self.inner.settings;
+        match refused {
+            AppendError::QueueFull => CreateError::QueueFull(settings.max_queued),
+            AppendError::OwnerQueueFull => {
+                CreateError::OwnerQueueFull(settings.max_queued_per_owner.unwrap_or_default())
+            }
+            other => CreateError::Store(other),
+        }
     }
 
     /// A queued job's handles, around its publisher, with its owner's

@@ -5,7 +5,9 @@
 -- atomic step. A retried write of the state already stored succeeds.
 --
 -- A job's first state may name an idempotency key: the key then names the
--- job, unless it already names another, which refuses the whole write.
+-- job, unless it already names another, which refuses the whole write. A
+-- job that joins the shared queue is refused when the queue, or its
+-- owner's share of it, is full.
 --
 -- A normal write comes from the instance that runs the job (`runner`),
 -- and only while that instance's lease is alive: an instance paused past
@@ -18,11 +20,14 @@
 --       first state '1' when the job waits in the shared queue of its kind
 --       (no instance runs it until one takes it) rather than run by the
 --       writer, and for a first state its idempotency key's name ('' for
---       none).
+--       none), the most jobs the shared queue holds, its owner's queued
+--       jobs' set ('' for none) and the most jobs that set holds ('' for no
+--       limit).
 -- Answers {1, gid} when stored; {0, stored seq (-1: no job), terminal}
 -- when the stored state is not the one this follows; {0, -2, 0} when the
 -- writer is fenced off; {0, -3, 0} when the idempotency key names another
--- job.
+-- job; {0, -4, 0} when the shared queue is full; {0, -5, 0} when the
+-- owner's share of it is.
 local prefix, id = ARGV[1], ARGV[2]
 local follows, seq = tonumber(ARGV[3]), tonumber(ARGV[4])
 local writer, lost = ARGV[11], ARGV[12]
@@ -50,6 +55,15 @@ if stored[1] then
 elseif follows ~= 0 then
   return {0, -1, 0}
 end
+local queued, owner_queued = prefix .. 'queued', ARGV[16]
+if follows == 0 and ARGV[13] == '1' then
+  if redis.call('ZCARD', queued) >= tonumber(ARGV[15]) then
+    return {0, -4, 0}
+  end
+  if owner_queued ~= '' and ARGV[17] ~= '' and redis.call('ZCARD', owner_queued) >= tonumber(ARGV[17]) then
+    return {0, -5, 0}
+  end
+end
 local idempotency_key = ARGV[14]
 if follows == 0 and idempotency_key ~= '' then
   if not redis.call('SET', idempotency_key, id, 'NX') then
@@ -67,6 +81,11 @@ if follows == 0 then
   redis.call('ZADD', prefix .. 'jobs', gid, id)
   if ARGV[13] == '1' then
     redis.call('ZADD', prefix .. 'queue:' .. ARGV[8], gid, id)
+    redis.call('ZADD', queued, gid, id)
+    if owner_queued ~= '' then
+      redis.call('ZADD', owner_queued, gid, id)
+      redis.call('HSET', job, 'owner_queued', owner_queued)
+    end
   else
     redis.call('HSET', job, 'runner', writer)
     redis.call('SADD', prefix .. 'runs:' .. writer, id)
@@ -77,6 +96,11 @@ if ARGV[6] == '1' then
     redis.call('SREM', prefix .. 'runs:' .. stored[5], id)
   end
   redis.call('ZREM', prefix .. 'queue:' .. ARGV[8], id)
+  redis.call('ZREM', queued, id)
+  local of_owner = redis.call('HGET', job, 'owner_queued')
+  if of_owner then
+    redis.call('ZREM', of_owner, id)
+  end
 end
 redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[10], gid .. '-0',
   'id', id, 'seq', seq, 'status', ARGV[5], 'kind', ARGV[8], 'json', ARGV[7])

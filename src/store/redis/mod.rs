@@ -54,6 +54,22 @@ const READ_BLOCK: Duration = Duration::from_secs(5);
 /// Stream entries read at once.
 const READ_COUNT: usize = 512;
 
+/// How many jobs the shared queue holds at most, in all and of one owner.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    pub max_queued: usize,
+    pub max_queued_per_owner: Option<usize>,
+}
+
+impl QueueLimits {
+    pub fn of(config: &crate::Config) -> Self {
+        QueueLimits {
+            max_queued: config.max_queued,
+            max_queued_per_owner: config.max_queued_per_owner,
+        }
+    }
+}
+
 /// Why the store cannot be used at start.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -93,6 +109,7 @@ struct Write {
     /// For the end of a lost job: the dead instance that ran it.
     lost: Option<Arc<str>>,
     shared_queue: bool,
+    owner: Option<Arc<str>>,
     /// For a first state: the Redis key of its idempotency key, which
     /// names the job once stored ('' for none).
     idempotency_key: String,
@@ -116,6 +133,7 @@ impl Write {
                 .unwrap_or_default(),
             lost: None,
             shared_queue: state.shared_queue,
+            owner: state.owner.clone(),
             idempotency_key: state
                 .secrets
                 .as_ref()
@@ -132,9 +150,10 @@ impl Write {
 
 impl RedisStore {
     /// Connects to Redis at `url` as a new instance holding a `lease`,
-    /// reads every retained job into the mirror, and starts the writer,
-    /// the stream reader, the lease's renewal and the watch on the others'.
-    pub async fn open(url: &str, lease: Duration) -> Result<Self, OpenError> {
+    /// reads every retained job into the mirror, and starts the writer
+    /// (which holds the shared queue to `limits`), the stream reader, the
+    /// lease's renewal and the watch on the others'.
+    pub async fn open(url: &str, lease: Duration, limits: QueueLimits) -> Result<Self, OpenError> {
         let client = Client::open(url).map_err(|source| OpenError::Url {
             url: url.to_owned(),
             source,
@@ -163,6 +182,7 @@ impl RedisStore {
             pending,
             healthy.clone(),
             instance.clone(),
+            limits,
         ));
         tokio::spawn(keep_lease(commands.clone(), instance.clone(), lease, healthy.clone()));
         let (lost, lost_jobs) = mpsc::unbounded_channel();
@@ -387,9 +407,19 @@ async fn write_states(
     mut writes: mpsc::UnboundedReceiver<Write>,
     healthy: Arc<AtomicBool>,
     instance: Arc<str>,
+    limits: QueueLimits,
 ) {
     let apply = Script::new(include_str!("apply.lua"));
+    let max_per_owner = limits
+        .max_queued_per_owner
+        .map(|max| max.to_string())
+        .unwrap_or_default();
     while let Some(write) = writes.recv().await {
+        // An owner's queued jobs are counted when a limit applies to them.
+        let owner_queued = match (&write.owner, limits.max_queued_per_owner) {
+            (Some(owner), Some(_)) => key(&format!("queued_by:{owner}")),
+            _ => String::new(),
+        };
         let answer = loop {
             let invoked = apply
                 .arg(PREFIX)
@@ -406,6 +436,9 @@ async fn write_states(
                 .arg(write.lost.as_deref().unwrap_or(""))
                 .arg(u8::from(write.shared_queue))
                 .arg(&write.idempotency_key)
+                .arg(limits.max_queued)
+                .arg(&owner_queued)
+                .arg(&max_per_owner)
                 .invoke_async::<Vec<i64>>(&mut connection)
                 .await;
             match invoked {
@@ -445,6 +478,8 @@ async fn write_states(
 fn stored_or_refused(write: &Write, answer: &[i64]) -> Result<u64, AppendError> {
     match answer {
         [1, gid] => Ok(*gid as u64),
+        [0, -4, _] => Err(AppendError::QueueFull),
+        [0, -5, _] => Err(AppendError::OwnerQueueFull),
         [0, -2, _] => Err(AppendError::Conflict {
             job_id: write.job_id,
             seq: write.seq,

@@ -22,7 +22,12 @@ if best == nil then
   return false
 end
 redis.call('ZREM', best_queue, best)
+redis.call('ZREM', prefix .. 'queued', best)
 local job = prefix .. 'job:' .. best
+local of_owner = redis.call('HGET', job, 'owner_queued')
+if of_owner then
+  redis.call('ZREM', of_owner, best)
+end
 redis.call('HSET', job, 'runner', instance)
 redis.call('SADD', prefix .. 'runs:' .. instance, best)
 return {best, tonumber(redis.call('HGET', job, 'gid'))}
