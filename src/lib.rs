@@ -150,7 +150,7 @@ impl App {
                 source: Box::new(source),
             })?),
             StoreChoice::Redis(url) => Arc::new(
-                RedisStore::open(url, config.lease, store::redis::QueueLimits::of(config))
+                RedisStore::open(url, config.lease, store::redis::SharedLimits::of(config))
                     .await
                     .map_err(|source| StartError::SharedStore {
                         store: config.store.clone(),

@@ -7,7 +7,8 @@
 -- A job's first state may name an idempotency key: the key then names the
 -- job, unless it already names another, which refuses the whole write. A
 -- job that joins the shared queue is refused when the queue, or its
--- owner's share of it, is full.
+-- owner's share of it, is full. A terminal state joins the ended jobs,
+-- which the service keeps up to a most.
 --
 -- A normal write comes from the instance that runs the job (`runner`),
 -- and only while that instance's lease is alive: an instance paused past
@@ -22,8 +23,8 @@
 --       writer, and for a first state its idempotency key's name ('' for
 --       none), the most jobs the shared queue holds, its owner's queued
 --       jobs' set ('' for none) and the most jobs that set holds ('' for no
---       limit).
--- Answers {1, gid} when stored; {0, stored seq (-1: no job), terminal}
+--       limit), and the most ended jobs kept.
+-- Answers {1, gid, ended jobs beyond the most kept} when stored; {0, stored seq (-1: no job), terminal}
 -- when the stored state is not the one this follows; {0, -2, 0} when the
 -- writer is fenced off; {0, -3, 0} when the idempotency key names another
 -- job; {0, -4, 0} when the shared queue is full; {0, -5, 0} when the
@@ -34,7 +35,7 @@ local writer, lost = ARGV[11], ARGV[12]
 local job = prefix .. 'job:' .. id
 local stored = redis.call('HMGET', job, 'seq', 'terminal', 'json', 'gid', 'runner')
 if stored[1] and tonumber(stored[1]) == seq and stored[3] == ARGV[7] then
-  return {1, tonumber(stored[4])}
+  return {1, tonumber(stored[4]), 0}
 end
 if lost == '' then
   if redis.call('EXISTS', prefix .. 'instance:' .. writer) == 0 then
@@ -104,4 +105,9 @@ if ARGV[6] == '1' then
 end
 redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[10], gid .. '-0',
   'id', id, 'seq', seq, 'status', ARGV[5], 'kind', ARGV[8], 'json', ARGV[7])
-return {1, gid}
+local beyond = 0
+if ARGV[6] == '1' then
+  redis.call('ZADD', prefix .. 'ended', gid, id)
+  beyond = redis.call('ZCARD', prefix .. 'ended') - tonumber(ARGV[18])
+end
+return {1, gid, beyond}

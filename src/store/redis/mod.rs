@@ -7,10 +7,14 @@
 //! Lua script (`apply.lua`) is the only write of a state: a compare-and-set
 //! on the stored `seq` and "not terminal" (the fence against a second
 //! writer), the next `gid`, the hash and the stream entry in one atomic
-//! step; a new job's idempotency key is claimed in the same step. Removal (`remove.lua`) puts a `removed` entry on the stream. A
-//! cancel request (`cancel.lua`) is kept in the job's hash and published
-//! to every instance: the one that runs the job acts on it, and one that
-//! takes the job from the queue as the request goes by finds it there.
+//! step; a new job's idempotency key is claimed in the same step, and a
+//! job's end joins the ended jobs (`jc:v1:ended`). Removal (`remove.lua`)
+//! puts a `removed` entry on the stream, for a job whose retention ran out
+//! and for the oldest ended jobs beyond `--max-finished`, whichever
+//! instance ended them. A cancel request (`cancel.lua`) is kept in the
+//! job's hash and published to every instance: the one that runs the job
+//! acts on it, and one that takes the job from the queue as the request
+//! goes by finds it there.
 //!
 //! Each instance keeps a mirror of every retained job in a [`MemoryStore`],
 //! numbered by `gid` and fed by one reader of the stream (`XREAD BLOCK` from
@@ -54,18 +58,22 @@ const READ_BLOCK: Duration = Duration::from_secs(5);
 /// Stream entries read at once.
 const READ_COUNT: usize = 512;
 
-/// How many jobs the shared queue holds at most, in all and of one owner.
+/// The limits that hold for the whole service, not for each instance: how
+/// many jobs the shared queue holds at most, in all and of one owner, and
+/// how many ended jobs are kept.
 #[derive(Clone, Copy, Debug)]
-pub struct QueueLimits {
+pub struct SharedLimits {
     pub max_queued: usize,
     pub max_queued_per_owner: Option<usize>,
+    pub max_finished: usize,
 }
 
-impl QueueLimits {
+impl SharedLimits {
     pub fn of(config: &crate::Config) -> Self {
-        QueueLimits {
+        SharedLimits {
             max_queued: config.max_queued,
             max_queued_per_owner: config.max_queued_per_owner,
+            max_finished: config.max_finished,
         }
     }
 }
@@ -95,6 +103,7 @@ pub struct RedisStore {
     instance: Arc<str>,
     /// Told of each job that joins a shared queue.
     queue_changed: Arc<Notify>,
+    limits: SharedLimits,
 }
 
 /// A state for the writer, with whoever waits for it.
@@ -153,7 +162,7 @@ impl RedisStore {
     /// reads every retained job into the mirror, and starts the writer
     /// (which holds the shared queue to `limits`), the stream reader, the
     /// lease's renewal and the watch on the others'.
-    pub async fn open(url: &str, lease: Duration, limits: QueueLimits) -> Result<Self, OpenError> {
+    pub async fn open(url: &str, lease: Duration, limits: SharedLimits) -> Result<Self, OpenError> {
         let client = Client::open(url).map_err(|source| OpenError::Url {
             url: url.to_owned(),
             source,
@@ -216,6 +225,7 @@ impl RedisStore {
             lost_jobs: Mutex::new(Some(lost_jobs)),
             instance,
             queue_changed,
+            limits,
         })
     }
 
@@ -407,7 +417,7 @@ async fn write_states(
     mut writes: mpsc::UnboundedReceiver<Write>,
     healthy: Arc<AtomicBool>,
     instance: Arc<str>,
-    limits: QueueLimits,
+    limits: SharedLimits,
 ) {
     let apply = Script::new(include_str!("apply.lua"));
     let max_per_owner = limits
@@ -439,6 +449,7 @@ async fn write_states(
                 .arg(limits.max_queued)
                 .arg(&owner_queued)
                 .arg(&max_per_owner)
+                .arg(limits.max_finished)
                 .invoke_async::<Vec<i64>>(&mut connection)
                 .await;
             match invoked {
@@ -458,6 +469,11 @@ async fn write_states(
         };
         let result = match answer {
             Ok(answer) if answer == [0, -3, 0] => Err(key_taken(&mut connection, &write.idempotency_key).await),
+            Ok(answer) if answer.len() == 3 && answer[0] == 1 && answer[2] > 0 => {
+                // More ended jobs than the service keeps: the oldest go.
+                tokio::spawn(forget(connection.clone(), None, limits.max_finished));
+                Ok(answer[1] as u64)
+            }
             answer => answer.and_then(|answer| stored_or_refused(&write, &answer)),
         };
         match write.done {
@@ -477,7 +493,7 @@ async fn write_states(
 /// not stored.
 fn stored_or_refused(write: &Write, answer: &[i64]) -> Result<u64, AppendError> {
     match answer {
-        [1, gid] => Ok(*gid as u64),
+        [1, gid, _] => Ok(*gid as u64),
         [0, -4, _] => Err(AppendError::QueueFull),
         [0, -5, _] => Err(AppendError::OwnerQueueFull),
         [0, -2, _] => Err(AppendError::Conflict {
@@ -493,6 +509,21 @@ fn stored_or_refused(write: &Write, answer: &[i64]) -> Result<u64, AppendError> 
         other => Err(AppendError::Unavailable(format!(
             "unexpected answer from Redis: {other:?}"
         ))),
+    }
+}
+
+/// Forgets the ended job `id`, if given, and the oldest ended jobs beyond
+/// the `max_finished` the service keeps.
+async fn forget(mut commands: ConnectionManager, id: Option<JobId>, max_finished: usize) {
+    let removed: redis::RedisResult<i64> = Script::new(include_str!("remove.lua"))
+        .arg(PREFIX)
+        .arg(STREAM_LENGTH)
+        .arg(max_finished)
+        .arg(id.map(|id| id.to_string()).unwrap_or_default())
+        .invoke_async(&mut commands)
+        .await;
+    if let Err(error) = removed {
+        tracing::warn!(job_id = ?id, %error, "could not forget ended jobs in Redis");
     }
 }
 
@@ -696,18 +727,7 @@ impl Store for RedisStore {
     }
 
     fn remove(&self, id: JobId) {
-        let mut commands = self.commands.clone();
-        tokio::spawn(async move {
-            let removed: redis::RedisResult<i64> = Script::new(include_str!("remove.lua"))
-                .arg(PREFIX)
-                .arg(id.to_string())
-                .arg(STREAM_LENGTH)
-                .invoke_async(&mut commands)
-                .await;
-            if let Err(error) = removed {
-                tracing::warn!(job_id = %id, %error, "could not remove an ended job from Redis");
-            }
-        });
+        tokio::spawn(forget(self.commands.clone(), Some(id), self.limits.max_finished));
     }
 
     fn census(&self) -> StoreFuture<'_, Census> {
