@@ -214,6 +214,25 @@ async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
 }
 
 #[tokio::test]
+async fn the_lost_jobs_of_a_killed_instance_are_forgotten_after_their_retention() {
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
+    let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s", "--retention", "1s"]).await;
+    a.signal("KILL").await;
+    assert_eq!(terminal_of(&mut on_b).await.data["error"]["code"], "instance_lost");
+    let api = &b.api;
+    api.eventually("the lost job to be forgotten", || async {
+        crate::helpers::send(api.client.get(api.url(&format!("/v1/jobs/{id}"))))
+            .await
+            .status()
+            == 404
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_instance_paused_past_its_lease_is_fenced_off() {
     if skipped_when_balanced("starts its own Redis and jobcast processes") {
         return;
