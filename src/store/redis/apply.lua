@@ -23,7 +23,8 @@
 --       writer, and for a first state its idempotency key's name ('' for
 --       none), the most jobs the shared queue holds, its owner's queued
 --       jobs' set ('' for none) and the most jobs that set holds ('' for no
---       limit), and the most ended jobs kept.
+--       limit), the most ended jobs kept, and its owner's running jobs'
+--       set ('' for none).
 -- Answers {1, gid, ended jobs beyond the most kept} when stored; {0, stored seq (-1: no job), terminal}
 -- when the stored state is not the one this follows; {0, -2, 0} when the
 -- writer is fenced off; {0, -3, 0} when the idempotency key names another
@@ -87,6 +88,9 @@ if follows == 0 then
       redis.call('ZADD', owner_queued, gid, id)
       redis.call('HSET', job, 'owner_queued', owner_queued)
     end
+    if ARGV[19] ~= '' then
+      redis.call('HSET', job, 'owner_running', ARGV[19])
+    end
   else
     redis.call('HSET', job, 'runner', writer)
     redis.call('SADD', prefix .. 'runs:' .. writer, id)
@@ -101,6 +105,10 @@ if ARGV[6] == '1' then
   local of_owner = redis.call('HGET', job, 'owner_queued')
   if of_owner then
     redis.call('ZREM', of_owner, id)
+  end
+  local running = redis.call('HGET', job, 'owner_running')
+  if running then
+    redis.call('SREM', running, id)
   end
 end
 redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[10], gid .. '-0',

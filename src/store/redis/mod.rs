@@ -59,12 +59,13 @@ const READ_BLOCK: Duration = Duration::from_secs(5);
 const READ_COUNT: usize = 512;
 
 /// The limits that hold for the whole service, not for each instance: how
-/// many jobs the shared queue holds at most, in all and of one owner, and
-/// how many ended jobs are kept.
+/// many jobs the shared queue holds at most, in all and of one owner, how
+/// many jobs of one owner run at once, and how many ended jobs are kept.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedLimits {
     pub max_queued: usize,
     pub max_queued_per_owner: Option<usize>,
+    pub max_running_per_owner: Option<usize>,
     pub max_finished: usize,
 }
 
@@ -73,6 +74,7 @@ impl SharedLimits {
         SharedLimits {
             max_queued: config.max_queued,
             max_queued_per_owner: config.max_queued_per_owner,
+            max_running_per_owner: config.max_running_per_owner,
             max_finished: config.max_finished,
         }
     }
@@ -101,7 +103,7 @@ pub struct RedisStore {
     lost_jobs: Mutex<Option<mpsc::UnboundedReceiver<LostJob>>>,
     /// This process's instance id: a new one at every start.
     instance: Arc<str>,
-    /// Told of each job that joins a shared queue.
+    /// Told of each job that joins a shared queue, and of each job's end.
     queue_changed: Arc<Notify>,
     limits: SharedLimits,
 }
@@ -425,11 +427,14 @@ async fn write_states(
         .map(|max| max.to_string())
         .unwrap_or_default();
     while let Some(write) = writes.recv().await {
-        // An owner's queued jobs are counted when a limit applies to them.
-        let owner_queued = match (&write.owner, limits.max_queued_per_owner) {
-            (Some(owner), Some(_)) => key(&format!("queued_by:{owner}")),
+        // An owner's queued and running jobs are counted when a limit
+        // applies to them.
+        let owner_set = |name: &str, limit: Option<usize>| match (&write.owner, limit) {
+            (Some(owner), Some(_)) => key(&format!("{name}:{owner}")),
             _ => String::new(),
         };
+        let owner_queued = owner_set("queued_by", limits.max_queued_per_owner);
+        let owner_running = owner_set("running_by", limits.max_running_per_owner);
         let answer = loop {
             let invoked = apply
                 .arg(PREFIX)
@@ -450,6 +455,7 @@ async fn write_states(
                 .arg(&owner_queued)
                 .arg(&max_per_owner)
                 .arg(limits.max_finished)
+                .arg(&owner_running)
                 .invoke_async::<Vec<i64>>(&mut connection)
                 .await;
             match invoked {
@@ -544,7 +550,7 @@ struct Reader {
     /// The highest `gid` applied.
     applied: watch::Sender<u64>,
     healthy: Arc<AtomicBool>,
-    /// Told of each new queued job.
+    /// Told of each new queued job, and of each job's end.
     queue_changed: Arc<Notify>,
 }
 
@@ -584,9 +590,9 @@ async fn follow_events(client: Client, reader: Reader, mut last: u64) {
             Ok(reply) => {
                 for stream in reply.into_iter().flat_map(|reply| reply.keys) {
                     for entry in stream.ids {
-                        if let Some((gid, queued)) = apply_entry(&mirror, &entry) {
+                        if let Some((gid, queue_changed_here)) = apply_entry(&mirror, &entry) {
                             last = gid;
-                            if queued {
+                            if queue_changed_here {
                                 queue_changed.notify_one();
                             }
                         }
@@ -644,7 +650,7 @@ fn cancel_request_of(payload: &[u8]) -> Option<CancelRequestFor> {
 }
 
 /// Applies one stream entry to the mirror; answers its `gid`, and whether
-/// it is a new queued job.
+/// an instance with a free slot should look at the shared queue.
 fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
     let gid: u64 = entry.id.split('-').next()?.parse().ok()?;
     let field = |name: &str| -> Option<Vec<u8>> { entry.get(name) };
@@ -658,14 +664,17 @@ fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
     let seq: u64 = String::from_utf8(field("seq")?).ok()?.parse().ok()?;
     let status = String::from_utf8(field("status")?).ok()?;
     let kind = String::from_utf8(field("kind")?).ok()?;
-    let queued = seq == 1 && status == JobStatus::Queued.as_str();
+    // A new queued job may be taken; so may a queued job whose owner's
+    // running place a job's end has freed.
+    let queue_changed = (seq == 1 && status == JobStatus::Queued.as_str())
+        || status.parse().is_ok_and(|status: JobStatus| status.is_terminal());
     match state_of(&id, seq, &status, &kind, field("json")?) {
         Some(state) => {
             mirror.mirror(state, gid);
         }
         None => tracing::error!(job_id = %id, gid, "a change on the events stream is malformed; skipped"),
     }
-    Some((gid, queued))
+    Some((gid, queue_changed))
 }
 
 impl Store for RedisStore {
@@ -742,7 +751,12 @@ impl Store for RedisStore {
         StoreFuture::Waiting(Box::pin(async move {
             let take = Script::new(include_str!("take.lua"));
             let mut invocation = take.prepare_invoke();
-            invocation.arg(PREFIX).arg(&*self.instance);
+            invocation.arg(PREFIX).arg(&*self.instance).arg(
+                self.limits
+                    .max_running_per_owner
+                    .map(|max| max.to_string())
+                    .unwrap_or_default(),
+            );
             for kind in kinds {
                 invocation.arg(&**kind);
             }
