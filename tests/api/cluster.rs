@@ -323,6 +323,11 @@ impl Cluster {
         F: Fn(TcpListener, Config) -> Fut,
         Fut: Future<Output = std::io::Result<()>> + Send + 'static,
     {
+        assert_eq!(
+            config.store,
+            StoreChoice::Memory,
+            "a test that chooses its store is about that store: it runs on one process"
+        );
         let redis = Redis::start(Persistence::None).await;
         let config = Config {
             store: StoreChoice::Redis(redis.url()),

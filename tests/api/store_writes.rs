@@ -63,6 +63,9 @@ async fn a_job_updating_as_fast_as_it_can_costs_about_one_row_per_publish_interv
 
 #[tokio::test]
 async fn the_memory_store_writes_no_rows() {
+    if skipped_when_balanced("about the memory store") {
+        return;
+    }
     let app = TestApp::spawn().await;
     let job = app
         .create_demo(json!({ "stages": [{ "name": "count", "steps": 100 }], "step_ms": 0 }))
