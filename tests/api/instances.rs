@@ -222,8 +222,33 @@ async fn the_lost_jobs_of_a_killed_instance_are_forgotten_after_their_retention(
     let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s", "--retention", "1s"]).await;
     a.signal("KILL").await;
     assert_eq!(terminal_of(&mut on_b).await.data["error"]["code"], "instance_lost");
-    let api = &b.api;
-    api.eventually("the lost job to be forgotten", || async {
+    forgotten_on(&b, &id).await;
+}
+
+#[tokio::test]
+async fn the_ended_jobs_of_a_killed_instance_are_forgotten_after_their_retention() {
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
+    let args = ["--lease", "1s", "--retention", "2s"];
+    let a = Instance::start(&redis, &args).await;
+    let id = id_of(
+        &a.api
+            .create_demo(json!({"stages": [{"name": "s", "steps": 2}], "step_ms": 1}))
+            .await,
+    );
+    assert_eq!(a.api.get_job_when_terminal(&id).await["status"], "completed");
+    a.signal("KILL").await;
+    let b = Instance::start(&redis, &args).await;
+    assert_eq!(b.api.get_job(&id).await["status"], "completed", "kept at first");
+    forgotten_on(&b, &id).await;
+}
+
+/// Waits until `instance` answers 404 for job `id`: it was forgotten.
+async fn forgotten_on(instance: &Instance, id: &str) {
+    let api = &instance.api;
+    api.eventually("the job to be forgotten", || async {
         crate::helpers::send(api.client.get(api.url(&format!("/v1/jobs/{id}"))))
             .await
             .status()

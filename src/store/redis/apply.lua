@@ -7,8 +7,8 @@
 -- A job's first state may name an idempotency key: the key then names the
 -- job, unless it already names another, which refuses the whole write. A
 -- job that joins the shared queue is refused when the queue, or its
--- owner's share of it, is full. A terminal state joins the ended jobs,
--- which the service keeps up to a most.
+-- owner's share of it, is full. A terminal state joins the ended jobs, by
+-- when it ended, which the service keeps up to a most.
 --
 -- A normal write comes from the instance that runs the job (`runner`),
 -- and only while that instance's lease is alive: an instance paused past
@@ -115,7 +115,8 @@ redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[10], gid .. '-0',
   'id', id, 'seq', seq, 'status', ARGV[5], 'kind', ARGV[8], 'json', ARGV[7])
 local beyond = 0
 if ARGV[6] == '1' then
-  redis.call('ZADD', prefix .. 'ended', gid, id)
+  local now = redis.call('TIME')
+  redis.call('ZADD', prefix .. 'ended', now[1] * 1000 + math.floor(now[2] / 1000), id)
   beyond = redis.call('ZCARD', prefix .. 'ended') - tonumber(ARGV[18])
 end
 return {1, gid, beyond}

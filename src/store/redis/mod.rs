@@ -60,13 +60,15 @@ const READ_COUNT: usize = 512;
 
 /// The limits that hold for the whole service, not for each instance: how
 /// many jobs the shared queue holds at most, in all and of one owner, how
-/// many jobs of one owner run at once, and how many ended jobs are kept.
+/// many jobs of one owner run at once, and how many ended jobs are kept,
+/// for how long.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedLimits {
     pub max_queued: usize,
     pub max_queued_per_owner: Option<usize>,
     pub max_running_per_owner: Option<usize>,
     pub max_finished: usize,
+    pub retention: Duration,
 }
 
 impl SharedLimits {
@@ -76,6 +78,7 @@ impl SharedLimits {
             max_queued_per_owner: config.max_queued_per_owner,
             max_running_per_owner: config.max_running_per_owner,
             max_finished: config.max_finished,
+            retention: config.retention,
         }
     }
 }
@@ -203,6 +206,7 @@ impl RedisStore {
             instance.clone(),
             lease,
             lost,
+            limits,
         ));
         // Subscribed before anyone can ask: no request is missed.
         let mut cancels = client.get_async_pubsub().await.map_err(connect)?;
@@ -359,16 +363,20 @@ async fn keep_lease(mut commands: ConnectionManager, instance: Arc<str>, lease: 
 
 /// Twice per lease, finds the instances whose lease ran out and reports
 /// their running jobs (each live job, each time it is found, until one
-/// instance has ended it); forgets a dead instance once it runs nothing.
+/// instance has ended it); forgets a dead instance once it runs nothing,
+/// and ended jobs whose retention ran out while the instance that ended
+/// them was gone.
 async fn watch_leases(
     mut commands: ConnectionManager,
     mirror: Arc<MemoryStore>,
     instance: Arc<str>,
     lease: Duration,
     lost: mpsc::UnboundedSender<LostJob>,
+    limits: SharedLimits,
 ) {
     loop {
         tokio::time::sleep(lease / 2).await;
+        forget(commands.clone(), None, limits).await;
         let found = find_lost_jobs(&mut commands, &mirror, &instance).await;
         match found {
             Ok(jobs) => {
@@ -477,7 +485,7 @@ async fn write_states(
             Ok(answer) if answer == [0, -3, 0] => Err(key_taken(&mut connection, &write.idempotency_key).await),
             Ok(answer) if answer.len() == 3 && answer[0] == 1 && answer[2] > 0 => {
                 // More ended jobs than the service keeps: the oldest go.
-                tokio::spawn(forget(connection.clone(), None, limits.max_finished));
+                tokio::spawn(forget(connection.clone(), None, limits));
                 Ok(answer[1] as u64)
             }
             answer => answer.and_then(|answer| stored_or_refused(&write, &answer)),
@@ -518,14 +526,15 @@ fn stored_or_refused(write: &Write, answer: &[i64]) -> Result<u64, AppendError> 
     }
 }
 
-/// Forgets the ended job `id`, if given, and the oldest ended jobs beyond
-/// the `max_finished` the service keeps.
-async fn forget(mut commands: ConnectionManager, id: Option<JobId>, max_finished: usize) {
+/// Forgets the ended job `id`, if given, the oldest ended jobs beyond the
+/// most the service keeps, and those past their retention.
+async fn forget(mut commands: ConnectionManager, id: Option<JobId>, limits: SharedLimits) {
     let removed: redis::RedisResult<i64> = Script::new(include_str!("remove.lua"))
         .arg(PREFIX)
         .arg(STREAM_LENGTH)
-        .arg(max_finished)
+        .arg(limits.max_finished)
         .arg(id.map(|id| id.to_string()).unwrap_or_default())
+        .arg(limits.retention.as_millis() as u64)
         .invoke_async(&mut commands)
         .await;
     if let Err(error) = removed {
@@ -736,7 +745,7 @@ impl Store for RedisStore {
     }
 
     fn remove(&self, id: JobId) {
-        tokio::spawn(forget(self.commands.clone(), Some(id), self.limits.max_finished));
+        tokio::spawn(forget(self.commands.clone(), Some(id), self.limits));
     }
 
     fn census(&self) -> StoreFuture<'_, Census> {

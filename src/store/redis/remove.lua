@@ -1,10 +1,11 @@
 -- Forgets ended jobs everywhere: a job's hash, listing entry and
 -- idempotency key go, and a `removed` entry on the events stream tells
 -- every instance's mirror. Forgets the job named, if any, then the oldest
--- ended jobs beyond the most the service keeps, whichever instance ended
--- them.
+-- ended jobs beyond the most the service keeps and those whose retention
+-- ran out, whichever instance ended them (it may be gone).
 -- ARGV: prefix, the stream's approximate length limit, the most ended jobs
---       kept, the id of a job to forget ('' for none).
+--       kept, the id of a job to forget ('' for none), how long an ended
+--       job is kept (ms).
 -- Answers how many jobs it forgot.
 local prefix = ARGV[1]
 
@@ -37,5 +38,10 @@ end
 local kept = tonumber(ARGV[3])
 while redis.call('ZCARD', prefix .. 'ended') > kept do
   count = count + forget(redis.call('ZPOPMIN', prefix .. 'ended')[1])
+end
+local now = redis.call('TIME')
+local ended_before = now[1] * 1000 + math.floor(now[2] / 1000) - tonumber(ARGV[5])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'ended', '-inf', '(' .. ended_before)) do
+  count = count + forget(id)
 end
 return count
