@@ -75,8 +75,8 @@ fn temp_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// Waits until something accepts connections on `port`; fails the test
-/// after WAIT, or at once when `child` has exited.
+/// Waits until something accepts connections on `port`, or answers how
+/// `child` exited if it did first; fails the test after WAIT.
 async fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), std::process::ExitStatus> {
     let deadline = tokio::time::Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -110,7 +110,8 @@ pub struct Redis {
 impl Redis {
     pub async fn start(persistence: Persistence) -> Redis {
         let dir = temp_dir("redis");
-        loop {
+        // A free port may be taken by the time the server binds it.
+        for _ in 0..3 {
             let port = free_port();
             if let Some(child) = Redis::launch(&dir, port, persistence).await {
                 return Redis {
@@ -121,6 +122,7 @@ impl Redis {
                 };
             }
         }
+        panic!("redis-server exited at start three times");
     }
 
     /// Kills the server (`kill -9`) and waits until it is gone.
