@@ -482,13 +482,18 @@ async fn write_states(
             }
         };
         let result = match answer {
-            Ok(answer) if answer == [0, -3, 0] => Err(key_taken(&mut connection, &write.idempotency_key).await),
-            Ok(answer) if answer.len() == 3 && answer[0] == 1 && answer[2] > 0 => {
-                // More ended jobs than the service keeps: the oldest go.
-                tokio::spawn(forget(connection.clone(), None, limits));
-                Ok(answer[1] as u64)
-            }
-            answer => answer.and_then(|answer| stored_or_refused(&write, &answer)),
+            Err(unavailable) => Err(unavailable),
+            Ok(answer) => match answer[..] {
+                [1, gid, ended_beyond_kept] => {
+                    if ended_beyond_kept > 0 {
+                        // More ended jobs than the service keeps: the oldest go.
+                        tokio::spawn(forget(connection.clone(), None, limits));
+                    }
+                    Ok(gid as u64)
+                }
+                [0, -3, _] => Err(key_taken(&mut connection, &write.idempotency_key).await),
+                ref refused => Err(refusal(&write, refused)),
+            },
         };
         match write.done {
             Some(done) => {
@@ -503,26 +508,22 @@ async fn write_states(
     }
 }
 
-/// What `apply.lua` answered for `write`: the state's `gid`, or why it was
-/// not stored.
-fn stored_or_refused(write: &Write, answer: &[i64]) -> Result<u64, AppendError> {
+/// Why `apply.lua` refused `write`, from its answer.
+fn refusal(write: &Write, answer: &[i64]) -> AppendError {
     match answer {
-        [1, gid, _] => Ok(*gid as u64),
-        [0, -4, _] => Err(AppendError::QueueFull),
-        [0, -5, _] => Err(AppendError::OwnerQueueFull),
-        [0, -2, _] => Err(AppendError::Conflict {
+        [0, -4, _] => AppendError::QueueFull,
+        [0, -5, _] => AppendError::OwnerQueueFull,
+        [0, -2, _] => AppendError::Conflict {
             job_id: write.job_id,
             seq: write.seq,
             stored: None,
-        }),
-        [0, stored, terminal] => Err(AppendError::Conflict {
+        },
+        [0, stored, terminal] => AppendError::Conflict {
             job_id: write.job_id,
             seq: write.seq,
             stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
-        }),
-        other => Err(AppendError::Unavailable(format!(
-            "unexpected answer from Redis: {other:?}"
-        ))),
+        },
+        other => AppendError::Unavailable(format!("unexpected answer from Redis: {other:?}")),
     }
 }
 
