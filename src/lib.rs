@@ -149,16 +149,14 @@ impl App {
                 store: config.store.clone(),
                 source: Box::new(source),
             })?),
-            StoreChoice::Redis(url) => {
-                Arc::new(
-                    RedisStore::open(url, config.lease)
-                        .await
-                        .map_err(|source| StartError::SharedStore {
-                            store: config.store.clone(),
-                            source: Box::new(source),
-                        })?,
-                )
-            }
+            StoreChoice::Redis(url) => Arc::new(
+                RedisStore::open(url, config.lease, store::redis::SharedLimits::of(config))
+                    .await
+                    .map_err(|source| StartError::SharedStore {
+                        store: config.store.clone(),
+                        source: Box::new(source),
+                    })?,
+            ),
         };
         // Only a store this process alone writes holds jobs for it to take
         // over; on a shared one, other instances run theirs.

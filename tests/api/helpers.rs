@@ -1,11 +1,14 @@
 //! What more than one test file needs: one `TestApp` per test (a real
-//! jobcast server on an ephemeral port and a real HTTP client speaking the
-//! chosen protocol), the one event-stream reader, the one problem+json
+//! jobcast server on an ephemeral port, or three behind nginx in the
+//! balanced deployment ([`crate::cluster`]), and a real HTTP client speaking
+//! the chosen protocol), the one event-stream reader, the one problem+json
 //! check, the shape of the job resource, and the jobs the tests run.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +25,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Cluster, Deployment};
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -37,11 +42,15 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
-    pub server: Option<JoinHandle<std::io::Result<()>>>,
+    /// The server, or each instance of the cluster.
+    pub servers: Vec<JoinHandle<std::io::Result<()>>>,
     /// What `client` speaks.
     pub protocol: Protocol,
     /// The server's certificate, when it speaks TLS.
     pub cert: Option<TestCert>,
+    /// In the balanced deployment: Redis, the instances and nginx, which
+    /// `base` points at.
+    pub cluster: Option<Cluster>,
 }
 
 /// The defaults, on an ephemeral port, with quiet logs.
@@ -69,36 +78,68 @@ impl TestApp {
     }
 
     /// A server running the demo kind and `kinds` besides, and a client
-    /// speaking `protocol` to it.
+    /// speaking `protocol` to it; in the balanced deployment, three such
+    /// servers behind nginx.
     pub async fn spawn_over(protocol: Protocol, config: Config, kinds: Vec<Kind>) -> TestApp {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let mut app = TestApp::new(protocol, &listener, shutdown.clone());
-        let config = app.configure(config);
-        let transport = Transport::from_config(&config).expect("the test certificate is usable");
-        let kinds = std::iter::once(jobcast::kinds::demo::kind()).chain(kinds);
-        let service = App::new(&config, kinds, shutdown.clone())
-            .await
-            .expect("the service starts");
-        app.server = Some(tokio::spawn(jobcast::serve_with(
-            listener, service, transport, shutdown,
-        )));
-        app
+        let serve = move |listener: TcpListener, config: Config, shutdown: CancellationToken| {
+            let kinds = std::iter::once(jobcast::kinds::demo::kind()).chain(kinds.clone());
+            async move {
+                let transport = Transport::from_config(&config).expect("the test certificate is usable");
+                let service = App::new(&config, kinds, shutdown.clone())
+                    .await
+                    .expect("the service starts");
+                jobcast::serve_with(listener, service, transport, shutdown).await
+            }
+        };
+        TestApp::start(protocol, config, serve).await
     }
 
-    /// A client speaking `protocol` to the server that will listen on
-    /// `listener`, with a certificate made for it if `protocol` needs TLS.
-    fn new(protocol: Protocol, listener: &TcpListener, shutdown: CancellationToken) -> TestApp {
-        let addr = listener.local_addr().unwrap();
+    /// A client speaking `protocol` to `config` served by `serve`: on a
+    /// listener of its own, or in the balanced deployment by each instance
+    /// of a cluster, with nginx in front.
+    async fn start<F, Fut>(protocol: Protocol, config: Config, serve: F) -> TestApp
+    where
+        F: Fn(TcpListener, Config, CancellationToken) -> Fut,
+        Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        match Deployment::of_suite() {
+            Deployment::Single => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let mut app = TestApp::new(protocol, listener.local_addr().unwrap(), shutdown.clone());
+                let config = app.configure(config);
+                app.servers.push(tokio::spawn(serve(listener, config, shutdown)));
+                app
+            }
+            Deployment::Balanced => {
+                assert_eq!(
+                    protocol,
+                    Protocol::Http1,
+                    "the balanced deployment speaks plain HTTP/1.1 (a test of another protocol runs on one process)"
+                );
+                let (cluster, servers) =
+                    Cluster::start(config, |listener, config| serve(listener, config, shutdown.clone())).await;
+                let mut app = TestApp::new(protocol, cluster.nginx.address(), shutdown);
+                app.servers = servers;
+                app.cluster = Some(cluster);
+                app
+            }
+        }
+    }
+
+    /// A client speaking `protocol` to the server at `addr`, with a
+    /// certificate made for it if `protocol` needs TLS.
+    fn new(protocol: Protocol, addr: SocketAddr, shutdown: CancellationToken) -> TestApp {
         let cert = protocol.is_tls().then(TestCert::new);
         let scheme = if protocol.is_tls() { "https" } else { "http" };
         TestApp {
             base: format!("{scheme}://{addr}"),
             client: build_client(protocol, cert.as_ref(), HeaderMap::new()),
             shutdown,
-            server: None,
+            servers: Vec::new(),
             protocol,
             cert,
+            cluster: None,
         }
     }
 
@@ -140,12 +181,7 @@ impl TestApp {
     /// example worker, `jobcast submit`), which would not trust the test
     /// certificate.
     pub async fn run(config: Config) -> TestApp {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let mut app = TestApp::new(Protocol::Http1, &listener, shutdown.clone());
-        let config = app.configure(config);
-        app.server = Some(tokio::spawn(jobcast::run(listener, config, shutdown)));
-        app
+        TestApp::start(Protocol::Http1, config, jobcast::run).await
     }
 
     /// A client of a server this test runs some other way (a child
@@ -160,9 +196,10 @@ impl TestApp {
                 .build()
                 .unwrap(),
             shutdown: CancellationToken::new(),
-            server: None,
+            servers: Vec::new(),
             protocol: Protocol::Http1,
             cert: None,
+            cluster: None,
         }
     }
 
@@ -279,15 +316,75 @@ impl TestApp {
         self.stream(&format!("/v1/jobs/{id}/events"), HeaderMap::new()).await
     }
 
-    /// The value of a metric line `name` (with labels, if given) in /metrics.
+    /// The value of a metric line `name` (with labels, if given) in
+    /// /metrics: the service's. In the balanced deployment, each instance
+    /// counts its own events, streams, slots and tasks, so the service's
+    /// are their sum; but the jobs held (by status, queued, in all) are
+    /// those of the store every instance mirrors whole: the value all
+    /// instances report, or NaN while they differ.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = send(self.client.get(self.url("/metrics"))).await.text().await.unwrap();
-        text.lines()
-            .find_map(|line| {
-                let (key, value) = line.rsplit_once(' ')?;
-                (key == name).then(|| value.parse().unwrap())
+        let Some(cluster) = &self.cluster else {
+            return metric_at(&self.client, &self.base, name).await;
+        };
+        let mut values = Vec::new();
+        for instance in &cluster.instances {
+            values.push(metric_at(&self.client, &format!("http://{instance}"), name).await);
+        }
+        if name.starts_with("jobcast_jobs{") || ["jobcast_jobs_queued", "jobcast_jobs_in_memory"].contains(&name) {
+            let first = values[0];
+            if values.iter().all(|&value| value == first) {
+                first
+            } else {
+                f64::NAN
+            }
+        } else {
+            values.iter().sum()
+        }
+    }
+
+    /// `jobcast_job_tasks` of the service while no job runs: checked to be
+    /// only the retention reaper on one process (on Redis, each instance
+    /// also runs its shared queue's taker, its watch on the other
+    /// instances' jobs and its cancel relay).
+    pub async fn idle_job_tasks(&self) -> f64 {
+        let idle = self.metric("jobcast_job_tasks").await;
+        if self.cluster.is_none() {
+            assert_eq!(idle, 1.0, "only the reaper runs on an idle server");
+        }
+        idle
+    }
+
+    /// For a test about a server with `max_running` running slots: in the
+    /// balanced deployment, where each instance runs up to `max_running`
+    /// jobs, jobs that wait a minute take the slots of all instances but
+    /// one's worth, so that the service has `max_running` free slots, as
+    /// one process has. Answers those jobs' ids (none on one process).
+    pub async fn take_extra_running_slots(&self, max_running: usize) -> Vec<String> {
+        self.take_extra_running_slots_as(&self.client, max_running).await
+    }
+
+    /// [`TestApp::take_extra_running_slots`], with jobs that `client`
+    /// creates (with its credentials).
+    pub async fn take_extra_running_slots_as(&self, client: &reqwest::Client, max_running: usize) -> Vec<String> {
+        let extra = self
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| (cluster.instances.len() - 1) * max_running);
+        let mut ids = Vec::new();
+        for _ in 0..extra {
+            let body = json!({ "kind": "demo", "params": long_wait() });
+            let created = send(client.post(self.url("/v1/jobs")).json(&body)).await;
+            assert_eq!(created.status(), 202, "a job taking a running slot");
+            let id = id_of(&created.json().await.unwrap());
+            let path = self.url(&format!("/v1/jobs/{id}"));
+            self.eventually("the job taking a slot to run", || async {
+                let job: Value = send(client.get(&path)).await.json().await.unwrap();
+                job["status"] == "running"
             })
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+            .await;
+            ids.push(id);
+        }
+        ids
     }
 
     /// Waits, polling, until `check` holds, or fails the test after WAIT.
@@ -303,10 +400,11 @@ impl TestApp {
         }
     }
 
-    /// Cancels the shutdown token and waits for the server to return.
+    /// Cancels the shutdown token and waits for the server (every
+    /// instance) to return.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
+        for server in std::mem::take(&mut self.servers) {
             tokio::time::timeout(WAIT, server)
                 .await
                 .expect("the server stops in bounded time")
@@ -314,6 +412,17 @@ impl TestApp {
                 .unwrap();
         }
     }
+}
+
+/// The value of a metric line `name` in the /metrics of the server at `base`.
+async fn metric_at(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = send(client.get(format!("{base}/metrics"))).await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
 /// A client speaking `protocol`, trusting `cert`, sending `headers` always.

@@ -1,7 +1,6 @@
 //! Several instances on one Redis (CONTRACT.md, "Several instances"): real
 //! `redis-server` and `jobcast` processes, started by the tests.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,89 +9,8 @@ use reqwest::header::HeaderMap;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{id_of, TestApp, BIN, WAIT};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `redis-server` of the test's own, with AOF on, in a temporary directory.
-struct Redis {
-    dir: PathBuf,
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("jobcast-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Redis::launch(&dir, port).await;
-        Redis { dir, port, child }
-    }
-
-    /// Kills the server (`kill -9`) and waits until it is gone.
-    async fn kill(&mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
-
-    /// Starts the server again, on the same port and data (AOF).
-    async fn restart(&mut self) {
-        self.child = Redis::launch(&self.dir, self.port).await;
-    }
-
-    async fn launch(dir: &std::path::Path, port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            // DEBUG SLEEP, for the fault tests.
-            .args(["--enable-debug-command", "local"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server starts");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Sends a command to the server, as an operator's `redis-cli` would.
-    async fn command(&self, args: &[&str]) {
-        let client = redis::Client::open(self.url()).unwrap();
-        // Answers may take as long as a fault lasts.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(WAIT));
-        let mut connection = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .unwrap();
-        let mut command = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            command.arg(*arg);
-        }
-        let _: redis::Value = command.query_async(&mut connection).await.unwrap();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::cluster::{free_port, skipped_when_balanced, Persistence, Redis};
+use crate::helpers::{id_of, TestApp, BIN};
 
 /// A jobcast process on the shared Redis.
 struct Instance {
@@ -142,7 +60,10 @@ impl Instance {
 
 #[tokio::test]
 async fn a_job_on_one_instance_is_read_and_streamed_whole_on_another() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b) = (Instance::start(&redis, &[]).await, Instance::start(&redis, &[]).await);
     let job = a
         .api
@@ -176,7 +97,10 @@ async fn a_job_on_one_instance_is_read_and_streamed_whole_on_another() {
 
 #[tokio::test]
 async fn the_all_jobs_stream_of_any_instance_shows_every_job_with_growing_ids() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b) = (Instance::start(&redis, &[]).await, Instance::start(&redis, &[]).await);
     let mut firehose = b.api.stream("/v1/events", HeaderMap::new()).await;
     let quick = json!({"stages": [{"name": "s", "steps": 2}], "step_ms": 1});
@@ -198,7 +122,10 @@ async fn the_all_jobs_stream_of_any_instance_shows_every_job_with_growing_ids() 
 
 #[tokio::test]
 async fn a_cancel_on_any_instance_stops_the_job_where_it_runs() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let args = ["--cancel-grace", "1s"];
     let (a, b) = (
         Instance::start(&redis, &args).await,
@@ -266,7 +193,10 @@ async fn terminal_of(stream: &mut crate::helpers::Sse) -> crate::helpers::SseEve
 
 #[tokio::test]
 async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s"]).await;
     let killed = tokio::time::Instant::now();
     a.signal("KILL").await;
@@ -285,8 +215,55 @@ async fn the_jobs_of_a_killed_instance_end_instance_lost_within_the_lease() {
 }
 
 #[tokio::test]
+async fn the_lost_jobs_of_a_killed_instance_are_forgotten_after_their_retention() {
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
+    let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s", "--retention", "1s"]).await;
+    a.signal("KILL").await;
+    assert_eq!(terminal_of(&mut on_b).await.data["error"]["code"], "instance_lost");
+    forgotten_on(&b, &id).await;
+}
+
+#[tokio::test]
+async fn the_ended_jobs_of_a_killed_instance_are_forgotten_after_their_retention() {
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
+    let args = ["--lease", "1s", "--retention", "2s"];
+    let a = Instance::start(&redis, &args).await;
+    let id = id_of(
+        &a.api
+            .create_demo(json!({"stages": [{"name": "s", "steps": 2}], "step_ms": 1}))
+            .await,
+    );
+    assert_eq!(a.api.get_job_when_terminal(&id).await["status"], "completed");
+    a.signal("KILL").await;
+    let b = Instance::start(&redis, &args).await;
+    assert_eq!(b.api.get_job(&id).await["status"], "completed", "kept at first");
+    forgotten_on(&b, &id).await;
+}
+
+/// Waits until `instance` answers 404 for job `id`: it was forgotten.
+async fn forgotten_on(instance: &Instance, id: &str) {
+    let api = &instance.api;
+    api.eventually("the job to be forgotten", || async {
+        crate::helpers::send(api.client.get(api.url(&format!("/v1/jobs/{id}"))))
+            .await
+            .status()
+            == 404
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_instance_paused_past_its_lease_is_fenced_off() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let (a, b, id, mut on_b) = job_running_on_a(&redis, &["--lease", "1s"]).await;
     a.signal("STOP").await;
     let ended = terminal_of(&mut on_b).await;
@@ -314,7 +291,10 @@ async fn an_instance_paused_past_its_lease_is_fenced_off() {
 
 #[tokio::test]
 async fn queued_jobs_form_one_queue_that_any_instance_with_a_free_slot_takes_in_order() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let args = ["--max-running", "1"];
     let (a, b) = (
         Instance::start(&redis, &args).await,
@@ -376,7 +356,10 @@ async fn ready_is(instance: &Instance, status: u16) {
 
 #[tokio::test]
 async fn a_redis_restart_makes_instances_unready_and_streams_catch_up_after() {
-    let mut redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let mut redis = Redis::start(Persistence::AofAlways).await;
     let a = Instance::start(&redis, &[]).await;
     let job = a
         .api
@@ -427,8 +410,11 @@ async fn worker_call(
 
 #[tokio::test]
 async fn an_external_worker_may_call_any_instance() {
-    let redis = Redis::start().await;
-    let kinds = redis.dir.join("kinds.toml");
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
+    let kinds = redis.dir().join("kinds.toml");
     std::fs::write(
         &kinds,
         r#"
@@ -532,7 +518,10 @@ fn assert_one_rising_stream(events: &[crate::helpers::SseEvent]) {
 
 #[tokio::test]
 async fn redis_faults_under_load_lose_no_terminal_and_repeat_no_seq() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let args = ["--cancel-grace", "2s"];
     let (a, b) = (
         Instance::start(&redis, &args).await,
@@ -588,7 +577,10 @@ async fn redis_faults_under_load_lose_no_terminal_and_repeat_no_seq() {
 
 #[tokio::test]
 async fn a_thousand_cancel_and_complete_races_across_instances_agree_everywhere() {
-    let redis = Redis::start().await;
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::AofAlways).await;
     let args = ["--max-running", "64"];
     let (a, b) = (
         Instance::start(&redis, &args).await,

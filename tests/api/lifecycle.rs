@@ -11,6 +11,7 @@ use jobcast::{Config, JobContext, JobError, JobResult, Kind};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{json, Map, Value};
 
+use crate::cluster::skipped_when_balanced;
 use crate::helpers::*;
 
 // ---------------------------------------------------------------- Cancel
@@ -22,6 +23,7 @@ async fn a_queued_job_is_cancelled_at_once_and_never_starts() {
         ..test_config()
     })
     .await;
+    app.take_extra_running_slots(1).await;
     let long = app.create_demo(long_wait()).await;
     let long_id = id_of(&long);
     app.wait_for_status(&long_id, "running").await;
@@ -115,6 +117,7 @@ async fn a_job_that_ignores_cancel_is_aborted_after_the_grace_period() {
         ..test_config()
     })
     .await;
+    let idle = app.idle_job_tasks().await;
     let job = app
         .create_demo(json!({
             "stages": [{ "name": "work", "weight": 1.0, "steps": 1000 }],
@@ -154,9 +157,9 @@ async fn a_job_that_ignores_cancel_is_aborted_after_the_grace_period() {
     assert!(events.iter().any(|event| event.data["status"] == "cancelling"));
     assert_eq!(events.last().unwrap().event, "cancelled");
     assert_eq!(events.last().unwrap().data, job);
-    // The aborted task is gone: only the reaper is left.
+    // The aborted task is gone: only the idle server's tasks are left.
     app.eventually("the aborted job's task to end", || async {
-        app.metric("jobcast_job_tasks").await == 1.0
+        app.metric("jobcast_job_tasks").await == idle
     })
     .await;
     assert_eq!(app.get_job(&id).await, job, "an aborted job never changes");
@@ -346,6 +349,7 @@ async fn jobs_beyond_max_running_wait_queued_and_start_first_in_first_out() {
         ..test_config()
     })
     .await;
+    let extra = app.take_extra_running_slots(2).await.len() as f64;
     let mut running = Vec::new();
     for _ in 0..2 {
         let job = app.create_demo(long_wait()).await;
@@ -363,7 +367,7 @@ async fn jobs_beyond_max_running_wait_queued_and_start_first_in_first_out() {
         assert_eq!(job["status"], "queued");
         assert_eq!(job["started_at"], Value::Null);
     }
-    assert_eq!(app.metric("jobcast_jobs_running").await, 2.0);
+    assert_eq!(app.metric("jobcast_jobs_running").await, 2.0 + extra);
     assert_eq!(app.metric("jobcast_jobs_queued").await, 4.0);
 
     // Each freed slot goes to the earliest queued job.
@@ -393,6 +397,7 @@ async fn a_full_queue_refuses_new_jobs_with_503_and_retry_after() {
         ..test_config()
     })
     .await;
+    let extra = app.take_extra_running_slots(1).await.len();
     let running = app.create_demo(long_wait()).await;
     app.wait_for_status(&id_of(&running), "running").await;
     let queued = app.create_demo(long_wait()).await;
@@ -414,7 +419,7 @@ async fn a_full_queue_refuses_new_jobs_with_503_and_retry_after() {
     let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(
         listed["jobs"].as_array().unwrap().len(),
-        2,
+        2 + extra,
         "a refused job does not exist"
     );
     // Once the running job ends, the queued one runs and its place is free.
@@ -431,6 +436,7 @@ async fn cancelling_a_queued_job_gives_its_queue_place_back_at_once() {
         ..test_config()
     })
     .await;
+    app.take_extra_running_slots(1).await;
     let running = app.create_demo(long_wait()).await;
     app.wait_for_status(&id_of(&running), "running").await;
     let mut queued = app.create_demo(long_wait()).await;
@@ -462,8 +468,7 @@ async fn a_finished_job_is_forgotten_after_its_retention_with_everything_that_tr
         ..test_config()
     })
     .await;
-    let baseline = app.metric("jobcast_job_tasks").await;
-    assert_eq!(baseline, 1.0, "only the reaper runs on an idle server");
+    let baseline = app.idle_job_tasks().await;
     let job = app.create_demo(demo(3, 1)).await;
     let id = id_of(&job);
     let events = app.subscribe(&id).await.all().await;
@@ -547,6 +552,9 @@ async fn only_the_newest_max_finished_jobs_are_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_fails_live_jobs_retryably_and_every_stream_gets_the_end() {
+    if skipped_when_balanced("stops the whole service: on Redis its queued jobs stay queued for the next instance") {
+        return;
+    }
     let mut app = TestApp::spawn_with(Config {
         max_running: 1,
         ..test_config()

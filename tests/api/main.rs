@@ -8,6 +8,7 @@ mod auth_limits;
 mod auth_session;
 mod auth_tickets;
 mod bad_requests;
+mod cluster;
 mod commands;
 mod create;
 mod create_idempotency;

@@ -11,6 +11,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
+use crate::cluster::skipped_when_balanced;
 use crate::helpers::{id_of, jobcast_exit, SseEvent, TestApp, BIN, WAIT};
 
 /// How the test stops the server.
@@ -169,6 +170,9 @@ async fn ended_jobs(api: &TestApp) -> Vec<Value> {
 
 #[tokio::test]
 async fn ended_jobs_and_their_streams_are_unchanged_after_a_restart() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     for how in BOTH {
         let mut server = Restartable::start(&[]).await;
         let ended = ended_jobs(&server.api).await;
@@ -203,6 +207,9 @@ async fn read_states(stream: &mut crate::helpers::Sse, count: usize) -> Vec<SseE
 
 #[tokio::test]
 async fn a_job_running_at_a_crash_ends_interrupted_above_every_seq_sent() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     let mut server = Restartable::start(&["--publish-interval", "0"]).await;
     let job = server
         .api
@@ -269,6 +276,9 @@ async fn a_job_running_at_a_crash_ends_interrupted_above_every_seq_sent() {
 
 #[tokio::test]
 async fn a_clean_shutdown_ends_running_jobs_before_exit_and_the_end_is_kept() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     let mut server = Restartable::start(&[]).await;
     let job = server.api.create_demo(json!({"delay_ms": 600_000})).await;
     let id = id_of(&job);
@@ -294,6 +304,9 @@ async fn a_clean_shutdown_ends_running_jobs_before_exit_and_the_end_is_kept() {
 
 #[tokio::test]
 async fn queued_jobs_run_after_a_restart_in_their_original_order() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     for how in BOTH {
         let mut server = Restartable::start(&["--max-running", "1"]).await;
         let blocker = id_of(&server.api.create_demo(json!({"delay_ms": 600_000})).await);
@@ -332,6 +345,9 @@ async fn queued_jobs_run_after_a_restart_in_their_original_order() {
 
 #[tokio::test]
 async fn a_crash_right_after_a_terminal_event_never_brings_the_job_back_otherwise() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     let mut server = Restartable::start(&["--publish-interval", "0"]).await;
     for round in 0..12u64 {
         let api = &server.api;
@@ -368,6 +384,9 @@ async fn a_crash_right_after_a_terminal_event_never_brings_the_job_back_otherwis
 
 #[tokio::test]
 async fn a_store_that_cannot_be_used_stops_the_server_at_start_and_is_left_untouched() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     let server = Restartable::start(&[]).await;
     let dir = server.dir.clone();
     let mut server = server;
@@ -483,6 +502,9 @@ async fn read_while(stream: &mut crate::helpers::Sse, events: &mut Vec<SseEvent>
 
 #[tokio::test]
 async fn a_full_disk_makes_the_server_unready_and_nothing_acknowledged_is_lost() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     let Some(disk) = SmallDisk::mount("4m").await else {
         return;
     };
@@ -556,6 +578,9 @@ async fn create_keyed(api: &TestApp, key: &str, body: Value) -> (u16, bool, Valu
 
 #[tokio::test]
 async fn idempotency_keys_and_worker_tokens_outlive_a_crash() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     let dir = new_dir("jobcast-restarts");
     std::fs::create_dir_all(&dir).unwrap();
     let kinds = dir.join("kinds.toml");
@@ -615,6 +640,9 @@ async fn idempotency_keys_and_worker_tokens_outlive_a_crash() {
 
 #[tokio::test]
 async fn a_create_whose_client_goes_away_leaves_a_job_that_runs_or_none() {
+    if skipped_when_balanced("restarts its own jobcast process on SQLite") {
+        return;
+    }
     let mut server = Restartable::start(&["--max-queued", "4"]).await;
     let body = json!({"kind": "demo", "params": {"stages": [{"name": "s", "steps": 1}], "step_ms": 0}});
     // Over HTTP/2 a request given up is reset at once, and the server drops

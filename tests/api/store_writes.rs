@@ -9,12 +9,16 @@ use jobcast::config::StoreChoice;
 use jobcast::Config;
 use serde_json::json;
 
+use crate::cluster::skipped_when_balanced;
 use crate::helpers::*;
 
 const WRITES: &str = "jobcast_store_writes_total";
 
 #[tokio::test]
 async fn a_job_updating_as_fast_as_it_can_costs_about_one_row_per_publish_interval() {
+    if skipped_when_balanced("measures the SQLite store of one process") {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("jobcast-store-writes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let interval = Duration::from_millis(50);
@@ -59,6 +63,9 @@ async fn a_job_updating_as_fast_as_it_can_costs_about_one_row_per_publish_interv
 
 #[tokio::test]
 async fn the_memory_store_writes_no_rows() {
+    if skipped_when_balanced("about the memory store") {
+        return;
+    }
     let app = TestApp::spawn().await;
     let job = app
         .create_demo(json!({ "stages": [{ "name": "count", "steps": 100 }], "step_ms": 0 }))

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::idempotency::{Asked, IdempotencyKey, KeyClaim, Lookup};
 use super::owners::OwnerPlace;
+use super::recovery::asked_of;
 use super::runner::Start;
 use super::{lock, JobControl, Registry};
 use crate::jobs::kind::{Kind, Prepared, PreparedJob};
@@ -81,7 +82,18 @@ impl Registry {
         };
         loop {
             match self.look_up_key(&key) {
-                Lookup::Claimed(mut claim) => return self.admit(request, Some(&mut claim)).await,
+                Lookup::Claimed(mut claim) => match self.admit(request.clone(), Some(&mut claim)).await {
+                    // Another instance of a shared store created the key's
+                    // job first: its job is the key's here too.
+                    Err(CreateError::Store(AppendError::KeyTaken(job_id))) => {
+                        let parts = claim.parts();
+                        drop(claim);
+                        if let Some(job) = self.job(job_id).await {
+                            self.restore_key(parts, job_id, asked_of(&job));
+                        }
+                    }
+                    created => return created,
+                },
                 Lookup::Wait(settled) => settled.cancelled().await,
                 Lookup::Taken(job_id, asked) => {
                     if !asked.is_same(&request) {
@@ -93,9 +105,21 @@ impl Registry {
                         self.forget_key(job_id);
                         continue;
                     };
-                    let worker_token = lock(&self.inner.mailboxes)
+                    let mailbox_token = lock(&self.inner.mailboxes)
                         .get(&job_id)
                         .map(|mailbox| mailbox.token.clone());
+                    // Another instance of a shared store runs it: the store
+                    // keeps its token.
+                    let worker_token = match mailbox_token {
+                        Some(token) => Some(token),
+                        None => self
+                            .inner
+                            .store
+                            .secrets(job_id)
+                            .await
+                            .and_then(|secrets| secrets.worker_token.clone())
+                            .map(WorkerToken::restored),
+                    };
                     return Ok(Created {
                         job,
                         worker_token,
@@ -198,7 +222,16 @@ impl Registry {
             match &committed {
                 Ok(_) if shared_queue => {
                     registry.inner.metrics.jobs_created.inc();
-                    registry.controls().remove(&id);
+                    // This instance may have taken the job from the queue
+                    // meanwhile, with a control of its own: that one stays.
+                    let mut controls = registry.controls();
+                    if controls
+                        .get(&id)
+                        .is_some_and(|kept| Arc::ptr_eq(&kept.publisher, &control.publisher))
+                    {
+                        controls.remove(&id);
+                    }
+                    drop(controls);
                     control.leave_queue(&registry.inner.queued);
                     tracing::info!(job_id = %id, kind = %kind.name(), "job created, queued for any instance");
                 }
@@ -220,12 +253,28 @@ impl Registry {
             }
             committed.map(|job| (job, worker_token))
         });
-        let (job, worker_token) = admitted.await.expect("admission does not panic")?;
+        let (job, worker_token) = admitted
+            .await
+            .expect("admission does not panic")
+            .map_err(|refused| self.refusal(refused))?;
         Ok(Created {
             job,
             worker_token,
             replayed: false,
         })
+    }
+
+    /// Why the store refused a new job, as the create's error: a shared
+    /// store counts the queue across instances.
+    fn refusal(&self, refused: AppendError) -> CreateError {
+        let settings = &self.inner.settings;
+        match refused {
+            AppendError::QueueFull => CreateError::QueueFull(settings.max_queued),
+            AppendError::OwnerQueueFull => {
+                CreateError::OwnerQueueFull(settings.max_queued_per_owner.unwrap_or_default())
+            }
+            other => CreateError::Store(other),
+        }
     }
 
     /// A queued job's handles, around its publisher, with its owner's

@@ -120,19 +120,25 @@ impl Registry {
     /// the jobs it runs, until shutdown.
     pub(super) async fn cancel_when_asked(self, mut requests: mpsc::UnboundedReceiver<CancelRequestFor>) {
         loop {
-            let CancelRequestFor { id, by } = tokio::select! {
+            let request = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
                 request = requests.recv() => match request {
                     Some(request) => request,
                     None => return,
                 },
             };
-            if self.control(id).is_some() {
-                let registry = self.clone();
-                self.inner.tracker.spawn(async move {
-                    let _ = registry.cancel(id, by).await;
-                });
-            }
+            self.cancel_if_running_here(request);
+        }
+    }
+
+    /// Acts on a cancel request relayed from another instance if this
+    /// instance runs its job.
+    pub(super) fn cancel_if_running_here(&self, CancelRequestFor { id, by }: CancelRequestFor) {
+        if self.control(id).is_some() {
+            let registry = self.clone();
+            self.inner.tracker.spawn(async move {
+                let _ = registry.cancel(id, by).await;
+            });
         }
     }
 

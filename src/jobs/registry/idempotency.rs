@@ -10,6 +10,12 @@
 //!
 //! The claim names its job before the job can end (before anyone can
 //! cancel it), so that retention always finds the key of a job it forgets.
+//!
+//! On a store several instances share, the index here is each instance's
+//! own; the store claims the key with the job's first state, and refuses
+//! that state when another instance's job holds the key
+//! ([`crate::store::AppendError::KeyTaken`]): the request then answers
+//! that job, as a repeat, or is refused as one that asks for another.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,13 +3,15 @@
 //! code `instance_lost`, retryable, its running stage `failed`, published
 //! by whichever live instance gets there first (CONTRACT.md, "Several
 //! instances"). Every state of the job went through the shared store, so
-//! the next `seq` is above any a client has seen.
+//! the next `seq` is above any a client has seen. Its retention is kept by
+//! the instance that ended it.
 //!
 //! The instance that was taken for dead (paused past its lease, or cut off
 //! from Redis) learns it when it comes back: the store refuses its jobs'
 //! next states, and it stops those jobs' tasks without another word.
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Registry;
 use crate::jobs::abandoned::abandoned_end;
@@ -33,7 +35,10 @@ impl Registry {
                 continue;
             };
             match self.inner.store.end_lost(state, runner.clone()).await {
-                Ok(_) => tracing::warn!(job_id = %job.job_id, %runner, "job of a lost instance ended failed"),
+                Ok(_) => {
+                    tracing::warn!(job_id = %job.job_id, %runner, "job of a lost instance ended failed");
+                    self.retain_ended_since(job.job_id, Instant::now());
+                }
                 Err(error) => tracing::debug!(job_id = %job.job_id, %error, "a lost job was ended elsewhere"),
             }
         }

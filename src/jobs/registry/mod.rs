@@ -154,8 +154,8 @@ struct Inner {
     /// One permit per running job; tokio's semaphore queues waiters FIFO.
     running_slots: Arc<Semaphore>,
     /// Whether the shared queue's taker holds a free slot while it waits
-    /// for a job to take (not a running job).
-    taker_holds_slot: AtomicBool,
+    /// for a job: a permit taken, but no job running.
+    slot_awaits_shared_job: AtomicBool,
     /// Jobs created and not yet running or ended: bounded by `max_queued`.
     queued: AtomicUsize,
     owners: Arc<owners::OwnerLimits>,
@@ -207,7 +207,7 @@ impl Registry {
                 store,
                 kinds: kinds.into_iter().map(|kind| (kind.name().to_owned(), kind)).collect(),
                 running_slots: Arc::new(Semaphore::new(settings.max_running.max(1))),
-                taker_holds_slot: AtomicBool::new(false),
+                slot_awaits_shared_job: AtomicBool::new(false),
                 owners: Arc::new(owners::OwnerLimits::new(
                     settings.max_running_per_owner,
                     settings.max_queued_per_owner,
@@ -286,18 +286,24 @@ impl Registry {
         self.inner.store.subscribe_all(after).await
     }
 
-    /// The engine's facts for `/metrics`.
+    /// The engine's facts for `/metrics`. On a shared queue the queued
+    /// jobs are the service's, not this instance's.
     pub async fn metrics_snapshot(&self) -> metrics::EngineSnapshot {
         let census = self.inner.store.census().await;
+        let queued = if self.inner.store.queues_jobs() {
+            census.count(JobStatus::Queued)
+        } else {
+            self.inner.queued.load(Ordering::Acquire)
+        };
+        let slots_taken = self.inner.settings.max_running.max(1) - self.inner.running_slots.available_permits();
+        let slot_awaiting_job = self.inner.slot_awaits_shared_job.load(Ordering::Acquire);
         metrics::EngineSnapshot {
             jobs_by_status: JobStatus::ALL
                 .iter()
                 .map(|&status| (status.as_str(), census.count(status)))
                 .collect(),
-            queued: self.inner.queued.load(Ordering::Acquire),
-            running_tasks: self.inner.settings.max_running.max(1)
-                - self.inner.running_slots.available_permits()
-                - usize::from(self.inner.taker_holds_slot.load(Ordering::Acquire)),
+            queued,
+            running_tasks: slots_taken - usize::from(slot_awaiting_job),
             job_tasks: self.inner.tracker.len(),
             store_writes: self.inner.store.rows_written(),
         }

@@ -4,7 +4,9 @@
 //! one of its owner's running places, and only then joins the server's
 //! FIFO queue of running slots: so an owner's extra jobs wait without
 //! holding a place in that queue, and other owners' jobs take the free
-//! slots. Only owners with live jobs are tracked.
+//! slots. Only owners with live jobs are tracked. On a store several
+//! instances share, the store holds a job to both limits across instances
+//! before an instance takes it from the shared queue.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

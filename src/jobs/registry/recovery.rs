@@ -173,7 +173,7 @@ impl Registry {
 
 /// What a stored job was asked for: its kind, params, labels and the job it
 /// retries.
-fn asked_of(job: &Published) -> Asked {
+pub(super) fn asked_of(job: &Published) -> Asked {
     let stored: Value = serde_json::from_slice(&job.json).unwrap_or(Value::Null);
     Asked {
         kind: job.kind.clone(),

@@ -35,11 +35,16 @@ impl Registry {
                     slot.expect("the running-slot semaphore is never closed")
                 }
             };
-            self.inner.taker_holds_slot.store(true, Ordering::Release);
+            self.inner.slot_awaits_shared_job.store(true, Ordering::Release);
             loop {
                 if let Some(job) = self.inner.store.take_queued(&kinds).await {
-                    self.inner.taker_holds_slot.store(false, Ordering::Release);
+                    self.inner.slot_awaits_shared_job.store(false, Ordering::Release);
                     self.run_stored(&job, None, Some(slot)).await;
+                    // A cancel relayed while the job was being taken found
+                    // no instance running it; it was kept for this look.
+                    if let Some(request) = self.inner.store.cancel_asked(job.job_id).await {
+                        self.cancel_if_running_here(request);
+                    }
                     break;
                 }
                 // The store keeps a report made meanwhile (`notify_one`).

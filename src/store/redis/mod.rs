@@ -7,7 +7,14 @@
 //! Lua script (`apply.lua`) is the only write of a state: a compare-and-set
 //! on the stored `seq` and "not terminal" (the fence against a second
 //! writer), the next `gid`, the hash and the stream entry in one atomic
-//! step. Removal (`remove.lua`) puts a `removed` entry on the stream.
+//! step; a new job's idempotency key is claimed in the same step, and a
+//! job's end joins the ended jobs (`jc:v1:ended`). Removal (`remove.lua`)
+//! puts a `removed` entry on the stream, for a job whose retention ran out
+//! and for the oldest ended jobs beyond `--max-finished`, whichever
+//! instance ended them. A cancel request (`cancel.lua`) is kept in the
+//! job's hash and published to every instance: the one that runs the job
+//! acts on it, and one that takes the job from the queue as the request
+//! goes by finds it there.
 //!
 //! Each instance keeps a mirror of every retained job in a [`MemoryStore`],
 //! numbered by `gid` and fed by one reader of the stream (`XREAD BLOCK` from
@@ -57,6 +64,31 @@ const READ_BLOCK: Duration = Duration::from_secs(5);
 /// Stream entries read at once.
 const READ_COUNT: usize = 512;
 
+/// The limits that hold for the whole service, not for each instance: how
+/// many jobs the shared queue holds at most, in all and of one owner, how
+/// many jobs of one owner run at once, and how many ended jobs are kept,
+/// for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedLimits {
+    pub max_queued: usize,
+    pub max_queued_per_owner: Option<usize>,
+    pub max_running_per_owner: Option<usize>,
+    pub max_finished: usize,
+    pub retention: Duration,
+}
+
+impl SharedLimits {
+    pub fn of(config: &crate::Config) -> Self {
+        SharedLimits {
+            max_queued: config.max_queued,
+            max_queued_per_owner: config.max_queued_per_owner,
+            max_running_per_owner: config.max_running_per_owner,
+            max_finished: config.max_finished,
+            retention: config.retention,
+        }
+    }
+}
+
 /// Why the store cannot be used at start.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -87,8 +119,9 @@ pub struct RedisStore {
     jobs_ended_elsewhere: Mutex<Option<mpsc::UnboundedReceiver<JobId>>>,
     /// This process's instance id: a new one at every start.
     instance: Arc<str>,
-    /// Told of each job that joins a shared queue.
+    /// Told of each job that joins a shared queue, and of each job's end.
     queue_changed: Arc<Notify>,
+    limits: SharedLimits,
 }
 
 /// Until when this instance's lease is surely held: it was renewed then,
@@ -120,6 +153,10 @@ struct Write {
     /// For the end of a lost job: the dead instance that ran it.
     lost: Option<Arc<str>>,
     shared_queue: bool,
+    owner: Option<Arc<str>>,
+    /// For a first state: the Redis key of its idempotency key, which
+    /// names the job once stored ('' for none).
+    idempotency_key: String,
     /// A commit's answer: the state's `gid`, or why it was not stored.
     done: Option<oneshot::Sender<Result<u64, AppendError>>>,
 }
@@ -140,6 +177,16 @@ impl Write {
                 .unwrap_or_default(),
             lost: None,
             shared_queue: state.shared_queue,
+            owner: state.owner.clone(),
+            idempotency_key: state
+                .secrets
+                .as_ref()
+                .and_then(|secrets| secrets.idempotency_key.as_ref())
+                .map(|named| {
+                    let named = serde_json::to_string(named).expect("an owner and a key serialise");
+                    key(&format!("idempotency:{named}"))
+                })
+                .unwrap_or_default(),
             done: None,
         }
     }
@@ -147,9 +194,10 @@ impl Write {
 
 impl RedisStore {
     /// Connects to Redis at `url` as a new instance holding a `lease`,
-    /// reads every retained job into the mirror, and starts the writer,
-    /// the stream reader, the lease's renewal and the watch on the others'.
-    pub async fn open(url: &str, lease: Duration) -> Result<Self, OpenError> {
+    /// reads every retained job into the mirror, and starts the writer
+    /// (which holds the shared queue to `limits`), the stream reader, the
+    /// lease's renewal and the watch on the others'.
+    pub async fn open(url: &str, lease: Duration, limits: SharedLimits) -> Result<Self, OpenError> {
         let client = Client::open(url).map_err(|source| OpenError::Url {
             url: url.to_owned(),
             source,
@@ -189,6 +237,7 @@ impl RedisStore {
             healthy.clone(),
             instance.clone(),
             ended_elsewhere,
+            limits,
         ));
         tokio::spawn(keep_lease(
             commands.clone(),
@@ -204,6 +253,7 @@ impl RedisStore {
             instance.clone(),
             lease,
             lost,
+            limits,
         ));
         // Subscribed before anyone can ask: no request is missed.
         let (relay, requests) = Relay::start(client.clone(), commands.clone(), instance.clone())
@@ -232,6 +282,7 @@ impl RedisStore {
             jobs_ended_elsewhere: Mutex::new(Some(jobs_ended_elsewhere)),
             instance,
             queue_changed,
+            limits,
         })
     }
 
@@ -264,6 +315,9 @@ impl RedisStore {
     /// another instance has answered is then known here too. Without Redis,
     /// the mirror answers as it is.
     async fn catch_up(&self) {
+        if !self.is_available() {
+            return;
+        }
         let now: redis::RedisResult<Option<u64>> = self.commands.clone().get(key("gid")).await;
         if let Ok(Some(gid)) = now {
             self.mirrored(gid).await;
@@ -374,16 +428,20 @@ async fn keep_lease(
 
 /// Twice per lease, finds the instances whose lease ran out and reports
 /// their running jobs (each live job, each time it is found, until one
-/// instance has ended it); forgets a dead instance once it runs nothing.
+/// instance has ended it); forgets a dead instance once it runs nothing,
+/// and ended jobs whose retention ran out while the instance that ended
+/// them was gone.
 async fn watch_leases(
     mut commands: ConnectionManager,
     mirror: Arc<MemoryStore>,
     instance: Arc<str>,
     lease: Duration,
     lost: mpsc::UnboundedSender<LostJob>,
+    limits: SharedLimits,
 ) {
     loop {
         tokio::time::sleep(lease / 2).await;
+        forget(commands.clone(), None, limits).await;
         let found = find_lost_jobs(&mut commands, &mirror, &instance).await;
         match found {
             Ok(jobs) => {
@@ -440,6 +498,7 @@ async fn write_states(
     healthy: Arc<AtomicBool>,
     instance: Arc<str>,
     ended_elsewhere: mpsc::UnboundedSender<JobId>,
+    limits: SharedLimits,
 ) {
     let apply = Script::new(include_str!("apply.lua"));
     let mut pending: VecDeque<Write> = VecDeque::new();
@@ -458,7 +517,7 @@ async fn write_states(
         }
         let mut batch = redis::pipe();
         for write in &pending {
-            batch.add_command(apply_command(apply.get_hash(), write, &instance));
+            batch.add_command(apply_command(apply.get_hash(), write, &instance, &limits));
         }
         let answers: redis::RedisResult<Vec<Vec<i64>>> = batch.query_async(&mut connection).await;
         let answers = match answers {
@@ -479,10 +538,23 @@ async fn write_states(
             }
         };
         healthy.store(true, Ordering::Release);
-        let lapsed = answers.iter().position(|answer| answer.as_slice() == [0, -3, 0]);
+        let lapsed = answers.iter().position(|answer| answer.as_slice() == [0, -6, 0]);
         let answered = lapsed.unwrap_or(pending.len());
+        let mut forget_ended = false;
         for (write, answer) in pending.drain(..answered).zip(answers) {
-            settle(write, &answer, &ended_elsewhere);
+            let result = match answer[..] {
+                [1, gid, ended_beyond_kept] => {
+                    forget_ended |= ended_beyond_kept > 0;
+                    Ok(gid as u64)
+                }
+                [0, -3, _] => Err(key_taken(&mut connection, &write.idempotency_key).await),
+                ref refused => Err(refusal(&write, refused)),
+            };
+            settle(write, result, &ended_elsewhere);
+        }
+        if forget_ended {
+            // More ended jobs than the service keeps: the oldest go.
+            tokio::spawn(forget(connection.clone(), None, limits));
         }
         if lapsed.is_some() {
             // This instance's lease ran out (it was paused, or cut off from
@@ -501,8 +573,19 @@ async fn write_states(
 /// How many states the writer sends in one round trip, at most.
 const WRITE_BATCH: usize = 256;
 
-/// The `EVALSHA` of `apply.lua` that writes `write` as `instance`.
-fn apply_command(hash: &str, write: &Write, instance: &str) -> redis::Cmd {
+/// The `EVALSHA` of `apply.lua` that writes `write` as `instance`, under
+/// the service's `limits`.
+fn apply_command(hash: &str, write: &Write, instance: &str, limits: &SharedLimits) -> redis::Cmd {
+    // An owner's queued and running jobs are counted when a limit applies
+    // to them.
+    let owner_set = |name: &str, limit: Option<usize>| match (&write.owner, limit) {
+        (Some(owner), Some(_)) => key(&format!("{name}:{owner}")),
+        _ => String::new(),
+    };
+    let max_per_owner = limits
+        .max_queued_per_owner
+        .map(|max| max.to_string())
+        .unwrap_or_default();
     let mut command = redis::cmd("EVALSHA");
     command
         .arg(hash)
@@ -519,7 +602,13 @@ fn apply_command(hash: &str, write: &Write, instance: &str) -> redis::Cmd {
         .arg(STREAM_LENGTH)
         .arg(instance)
         .arg(write.lost.as_deref().unwrap_or(""))
-        .arg(u8::from(write.shared_queue));
+        .arg(u8::from(write.shared_queue))
+        .arg(&write.idempotency_key)
+        .arg(limits.max_queued)
+        .arg(owner_set("queued_by", limits.max_queued_per_owner))
+        .arg(max_per_owner)
+        .arg(limits.max_finished)
+        .arg(owner_set("running_by", limits.max_running_per_owner));
     command
 }
 
@@ -537,25 +626,8 @@ fn refuse_new_jobs(pending: &mut VecDeque<Write>, why: &str) {
     });
 }
 
-/// Answers a write's commit (or logs a refused progress state) from
-/// `apply.lua`'s answer.
-fn settle(write: Write, answer: &[i64], ended_elsewhere: &mpsc::UnboundedSender<JobId>) {
-    let result = match answer {
-        [1, gid] => Ok(*gid as u64),
-        [0, -2, _] => Err(AppendError::Conflict {
-            job_id: write.job_id,
-            seq: write.seq,
-            stored: None,
-        }),
-        [0, stored, terminal] => Err(AppendError::Conflict {
-            job_id: write.job_id,
-            seq: write.seq,
-            stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
-        }),
-        other => Err(AppendError::Unavailable(format!(
-            "unexpected answer from Redis: {other:?}"
-        ))),
-    };
+/// Answers a write's commit (or logs a refused progress state).
+fn settle(write: Write, result: Result<u64, AppendError>, ended_elsewhere: &mpsc::UnboundedSender<JobId>) {
     // A job another instance ended (this one's lease ran out) or runs:
     // this instance stops it (and says so once, not per refused state).
     let ended_elsewhere_too = write.lost.is_none()
@@ -582,13 +654,59 @@ fn settle(write: Write, answer: &[i64], ended_elsewhere: &mpsc::UnboundedSender<
     }
 }
 
+/// Why `apply.lua` refused `write`, from its answer.
+fn refusal(write: &Write, answer: &[i64]) -> AppendError {
+    match answer {
+        [0, -4, _] => AppendError::QueueFull,
+        [0, -5, _] => AppendError::OwnerQueueFull,
+        [0, -2, _] => AppendError::Conflict {
+            job_id: write.job_id,
+            seq: write.seq,
+            stored: None,
+        },
+        [0, stored, terminal] => AppendError::Conflict {
+            job_id: write.job_id,
+            seq: write.seq,
+            stored: (*stored >= 0).then_some((*stored as u64, *terminal == 1)),
+        },
+        other => AppendError::Unavailable(format!("unexpected answer from Redis: {other:?}")),
+    }
+}
+
+/// Forgets the ended job `id`, if given, the oldest ended jobs beyond the
+/// most the service keeps, and those past their retention.
+async fn forget(mut commands: ConnectionManager, id: Option<JobId>, limits: SharedLimits) {
+    let removed: redis::RedisResult<i64> = Script::new(include_str!("remove.lua"))
+        .arg(PREFIX)
+        .arg(STREAM_LENGTH)
+        .arg(limits.max_finished)
+        .arg(id.map(|id| id.to_string()).unwrap_or_default())
+        .arg(limits.retention.as_millis() as u64)
+        .invoke_async(&mut commands)
+        .await;
+    if let Err(error) = removed {
+        tracing::warn!(job_id = ?id, %error, "could not forget ended jobs in Redis");
+    }
+}
+
+/// Why a new job whose idempotency key (the Redis key `name`) names
+/// another job was not stored: that job, or, if it is gone meanwhile, a
+/// reason to try again.
+async fn key_taken(connection: &mut ConnectionManager, name: &str) -> AppendError {
+    let named: redis::RedisResult<Option<String>> = connection.get(name).await;
+    match named.ok().flatten().and_then(|id| id.parse().ok()) {
+        Some(id) => AppendError::KeyTaken(id),
+        None => AppendError::Unavailable("the idempotency key's job was forgotten meanwhile".to_owned()),
+    }
+}
+
 /// Where the reader of the events stream puts what it reads.
 struct Reader {
     mirror: Arc<MemoryStore>,
     /// The highest `gid` applied.
     applied: watch::Sender<u64>,
     healthy: Arc<AtomicBool>,
-    /// Told of each new queued job.
+    /// Told of each new queued job, and of each job's end.
     queue_changed: Arc<Notify>,
 }
 
@@ -628,9 +746,9 @@ async fn follow_events(client: Client, reader: Reader, mut last: u64) {
             Ok(reply) => {
                 for stream in reply.into_iter().flat_map(|reply| reply.keys) {
                     for entry in stream.ids {
-                        if let Some((gid, queued)) = apply_entry(&mirror, &entry) {
+                        if let Some((gid, queue_changed_here)) = apply_entry(&mirror, &entry) {
                             last = gid;
-                            if queued {
+                            if queue_changed_here {
                                 queue_changed.notify_one();
                             }
                         }
@@ -648,8 +766,16 @@ async fn follow_events(client: Client, reader: Reader, mut last: u64) {
     }
 }
 
+/// A cancel request as [`Store::ask_to_cancel`] writes it; None when malformed.
+fn cancel_request_of(request: &serde_json::Value) -> Option<CancelRequestFor> {
+    Some(CancelRequestFor {
+        id: request["id"].as_str()?.parse().ok()?,
+        by: request["by"].as_str().map(Arc::from),
+    })
+}
+
 /// Applies one stream entry to the mirror; answers its `gid`, and whether
-/// it is a new queued job.
+/// an instance with a free slot should look at the shared queue.
 fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
     let gid: u64 = entry.id.split('-').next()?.parse().ok()?;
     let field = |name: &str| -> Option<Vec<u8>> { entry.get(name) };
@@ -663,14 +789,17 @@ fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
     let seq: u64 = String::from_utf8(field("seq")?).ok()?.parse().ok()?;
     let status = String::from_utf8(field("status")?).ok()?;
     let kind = String::from_utf8(field("kind")?).ok()?;
-    let queued = seq == 1 && status == JobStatus::Queued.as_str();
+    // A new queued job may be taken; so may a queued job whose owner's
+    // running place a job's end has freed.
+    let queue_changed = (seq == 1 && status == JobStatus::Queued.as_str())
+        || status.parse().is_ok_and(|status: JobStatus| status.is_terminal());
     match state_of(&id, seq, &status, &kind, field("json")?) {
         Some(state) => {
             mirror.mirror(state, gid);
         }
         None => tracing::error!(job_id = %id, gid, "a change on the events stream is malformed; skipped"),
     }
-    Some((gid, queued))
+    Some((gid, queue_changed))
 }
 
 impl Store for RedisStore {
@@ -695,9 +824,11 @@ impl Store for RedisStore {
             .take()
     }
 
-    // A job this mirror does not know yet may have been created through
-    // another instance a moment ago: a miss, a listing and a resume point
-    // beyond the mirror wait until the mirror has caught up with Redis.
+    // What another instance has answered a moment ago (a job created, a
+    // job's end) may not be in this mirror yet: a read, a listing, a new
+    // stream and a resume point beyond the mirror wait until the mirror has
+    // caught up with Redis (one round trip), so that no instance answers
+    // older than one the client has already heard from.
 
     /// A consistent read: whatever any instance had answered before is
     /// seen (one round trip to learn how far Redis is, then the mirror).
@@ -733,18 +864,7 @@ impl Store for RedisStore {
     }
 
     fn remove(&self, id: JobId) {
-        let mut commands = self.commands.clone();
-        tokio::spawn(async move {
-            let removed: redis::RedisResult<i64> = Script::new(include_str!("remove.lua"))
-                .arg(PREFIX)
-                .arg(id.to_string())
-                .arg(STREAM_LENGTH)
-                .invoke_async(&mut commands)
-                .await;
-            if let Err(error) = removed {
-                tracing::warn!(job_id = %id, %error, "could not remove an ended job from Redis");
-            }
-        });
+        tokio::spawn(forget(self.commands.clone(), Some(id), self.limits));
     }
 
     fn census(&self) -> StoreFuture<'_, Census> {
@@ -759,7 +879,12 @@ impl Store for RedisStore {
         StoreFuture::Waiting(Box::pin(async move {
             let take = Script::new(include_str!("take.lua"));
             let mut invocation = take.prepare_invoke();
-            invocation.arg(PREFIX).arg(&*self.instance);
+            invocation.arg(PREFIX).arg(&*self.instance).arg(
+                self.limits
+                    .max_running_per_owner
+                    .map(|max| max.to_string())
+                    .unwrap_or_default(),
+            );
             for kind in kinds {
                 invocation.arg(&**kind);
             }
@@ -811,6 +936,20 @@ impl Store for RedisStore {
                 .filter(|stored| !stored.is_empty())
                 .and_then(|stored| serde_json::from_str(&stored).ok())
                 .map(Arc::new)
+        }))
+    }
+
+    fn cancel_asked(&self, id: JobId) -> StoreFuture<'_, Option<CancelRequestFor>> {
+        let mut commands = self.commands.clone();
+        StoreFuture::Waiting(Box::pin(async move {
+            let request: redis::RedisResult<Option<Vec<u8>>> = commands.hget(key(&format!("job:{id}")), "cancel").await;
+            match request {
+                Ok(request) => cancel_request_of(&serde_json::from_slice(&request?).ok()?),
+                Err(error) => {
+                    tracing::warn!(job_id = %id, %error, "cannot read whether a cancel was asked");
+                    None
+                }
+            }
         }))
     }
 

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSub};
-use redis::{AsyncCommands, Client, Msg};
+use redis::{AsyncCommands, Client, Msg, Script};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{key, RETRY_PAUSE};
+use super::{cancel_request_of, key, PREFIX, RETRY_PAUSE};
 use crate::jobs::JobId;
 use crate::store::{CancelRequestFor, RelayedCall};
 
@@ -96,12 +96,19 @@ impl Relay {
         Ok((relay, requests))
     }
 
-    /// Tells every instance that a client asked to cancel job `id`.
+    /// Tells every instance that a client asked to cancel job `id`, and
+    /// keeps the request in the job's hash for an instance that is taking
+    /// the job from the queue right now (`cancel.lua`).
     pub fn ask_to_cancel(&self, id: JobId, by: Option<Arc<str>>) {
-        let message = json!({"id": id.to_string(), "by": by.as_deref()}).to_string();
+        let request = json!({"id": id.to_string(), "by": by.as_deref()}).to_string();
         let mut commands = self.commands.clone();
         tokio::spawn(async move {
-            let published: redis::RedisResult<i64> = commands.publish(key("cancel"), message).await;
+            let published: redis::RedisResult<i64> = Script::new(include_str!("cancel.lua"))
+                .arg(PREFIX)
+                .arg(id.to_string())
+                .arg(request)
+                .invoke_async(&mut commands)
+                .await;
             if let Err(error) = published {
                 tracing::warn!(job_id = %id, %error, "could not relay a cancel request");
             }
@@ -177,9 +184,10 @@ impl Listener {
         let id = || body["id"].as_str()?.parse::<JobId>().ok();
         let channel = message.get_channel_name();
         if channel == self.channels[0] {
-            let Some(id) = id() else { return true };
-            let by = body["by"].as_str().map(Arc::from);
-            self.cancels.send(CancelRequestFor { id, by }).is_ok()
+            let Some(request) = cancel_request_of(&body) else {
+                return true;
+            };
+            self.cancels.send(request).is_ok()
         } else if channel == self.channels[1] {
             let (Some(id), Some(number), Some(from)) = (id(), body["number"].as_u64(), body["from"].as_str()) else {
                 return true;
