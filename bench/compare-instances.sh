@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Several instances on Redis against one process (issue 13), in one run:
-#  1. fan-out of one job to 10,000 streams (200 steps at 10 ms), ROUNDS
-#     rounds alternating between one process on the memory store and two
-#     instances on Redis (the job on A, the streams spread over A and B;
-#     bench/side-by-side.sh);
+#  1. fan-out of one job to 10,000 (then 1,000) streams, 200 steps at
+#     10 ms, ROUNDS rounds alternating between one process on the memory
+#     store and two instances on Redis (the job on A, the streams spread
+#     over A and B; bench/side-by-side.sh);
 #  2. Redis's commands and bytes per stored state in those Redis runs;
 #  3. the death of an instance: ROUNDS runs per lease in LEASES of 100 jobs
 #     on A with 10 streams each on B, A killed with kill -9: the time from
@@ -14,22 +14,25 @@
 # Usage: bench/compare-instances.sh [ROUNDS]     (default 3; release build)
 # Env:   OUT_DIR   where the runs' JSON lines go (default: a temporary directory)
 #        LEASES    the leases of the instance-lost runs, in ms (default: "2000 10000")
-#        SUBSCRIBERS  the fan-out's streams (default 10000)
+#        SUBSCRIBERS  the fan-outs' stream counts (default: "10000 1000")
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 rounds="${1:-3}"
 leases="${LEASES:-2000 10000}"
-subscribers="${SUBSCRIBERS:-10000}"
+subscribers="${SUBSCRIBERS:-10000 1000}"
 cargo build --release -p jobcast --bin jobcast
 cargo build --release -p jobcast-bench
 bench="$root/target/release/jobcast-bench"
 out_dir="${OUT_DIR:-$(mktemp -d)}"
 mkdir -p "$out_dir"
 
-OUT_DIR="$out_dir" bench/side-by-side.sh "$rounds" memory "--store memory" redis "--store redis" \
-  "fanout --subscribers $subscribers --steps 200 --step-ms 10"
+fanouts=()
+for count in $subscribers; do
+  fanouts+=("fanout --subscribers $count --steps 200 --step-ms 10")
+done
+OUT_DIR="$out_dir" bench/side-by-side.sh "$rounds" memory "--store memory" redis "--store redis" "${fanouts[@]}"
 
 for lease in $leases; do
   for round in $(seq 1 "$rounds"); do
@@ -46,14 +49,17 @@ def load(path):
         return [json.loads(line) for line in open(path)]
     except FileNotFoundError:
         return []
-fanouts = [r for r in load(sys.argv[1]) if r.get("redis_per_state")]
+# A failed run's counters are not those of a whole run (e.g. streams that
+# connected after the job had started).
+redis_runs = [r for r in load(sys.argv[1]) if r.get("redis_per_state") and not r["failures"]]
 def runs(values, digits=2):
     values = [v for v in values if v is not None]
     if not values:
         return "–"
     return f"{statistics.median(values):.{digits}f} ({', '.join(f'{v:.{digits}f}' for v in values)})"
-if fanouts:
-    print("\nRedis per stored state, fan-out runs (median, every run in brackets; background subtracted):\n")
+for label in dict.fromkeys(r["label"] for r in redis_runs):
+    fanouts = [r for r in redis_runs if r["label"] == label]
+    print(f"\nRedis per stored state, {label} runs without failure (median, every run in brackets; background subtracted):\n")
     print("| what | per stored state |\n|---|---|")
     per = [r["redis_per_state"] for r in fanouts]
     print(f"| states stored while the job ran | {runs([p['states'] for p in per], 0)} |")
@@ -73,8 +79,8 @@ if fanouts:
     print("Once every stream was connected, Redis had: "
           + "; ".join(f"{c['clients']} clients ({c['blocked_clients']} blocked in XREAD), channels {c['channels']}, {c['patterns']} patterns"
                       for c in (r["redis_connections"] for r in fanouts)))
-    print("\nServer side per process, CPU s (median): "
-          + ", ".join(f"{name} {statistics.median(p['cpu_s'] for r in fanouts for p in r['processes'] if p['name'] == name):.2f}"
+    print("\nServer side per process, CPU s: "
+          + ", ".join(f"{name} {runs([p['cpu_s'] for r in fanouts for p in r['processes'] if p['name'] == name])}"
                       for name in ("A", "B", "redis")))
     for instance in ("A", "B"):
         streams = [s for r in fanouts for s in r["instances"] if s["instance"] == instance]

@@ -33,8 +33,10 @@ use crate::server::{Launch, Server, StoreAt, Target};
 
 /// How long a job created on A may take to be running there.
 const TAKEN_WITHIN: Duration = Duration::from_secs(10);
-/// Extra wait before a fan-out job's first step: B's start.
-const SECOND_INSTANCE_START: Duration = Duration::from_secs(2);
+/// Extra wait before a fan-out job's first step, beyond what one server
+/// needs: B's start, and the streams' connecting to two servers and Redis
+/// on one core.
+const SECOND_INSTANCE_START: Duration = Duration::from_secs(5);
 
 /// The servers of a run: Redis, and the instances started so far.
 struct Servers {
