@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Several instances on Redis against one process (issue 13), in one run:
 #  1. fan-out of one job to 10,000 (then 1,000) streams, 200 steps at
-#     10 ms, ROUNDS rounds alternating between one process on the memory
-#     store and two instances on Redis (the job on A, the streams spread
+#     10 ms, and many jobs (1,000 jobs of 50 steps at 20 ms, one stream
+#     each), ROUNDS rounds alternating between one process on the memory
+#     store and two instances on Redis (the jobs on A, the streams spread
 #     over A and B; bench/side-by-side.sh);
 #  2. Redis's commands and bytes per stored state in those Redis runs;
 #  3. the death of an instance: ROUNDS runs per lease in LEASES of 100 jobs
@@ -32,7 +33,8 @@ fanouts=()
 for count in $subscribers; do
   fanouts+=("fanout --subscribers $count --steps 200 --step-ms 10")
 done
-OUT_DIR="$out_dir" bench/side-by-side.sh "$rounds" memory "--store memory" redis "--store redis" "${fanouts[@]}"
+OUT_DIR="$out_dir" bench/side-by-side.sh "$rounds" memory "--store memory" redis "--store redis" "${fanouts[@]}" \
+  "many-jobs --jobs 1000 --steps 50 --step-ms 20"
 
 for lease in $leases; do
   for round in $(seq 1 "$rounds"); do

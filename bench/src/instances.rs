@@ -3,8 +3,8 @@
 //! instances on it, all pinned to the servers' core, so that the whole
 //! server side has the one core a single process has in the other runs.
 //!
-//! - *fan-out*: one job runs on instance A, its streams are spread evenly
-//!   over A and B, with the fan-out scenario's checks and latency
+//! - *fan-out* and *many jobs*: the jobs run on instance A, their streams
+//!   are spread evenly over A and B, with the scenarios' checks and latency
 //!   ([`crate::scenarios`]); besides, Redis's commands and bytes per stored
 //!   state, what connecting the streams cost Redis, and who is connected
 //!   and subscribed once they are;
@@ -14,8 +14,8 @@
 //!   run's figure, against the contract's 1.5 × the lease.
 //!
 //! A job of an in-process kind waits in Redis for whichever instance takes
-//! it, so to run a job on A the tool creates it while A is the only
-//! instance, waits until A runs it, and only then starts B.
+//! it, so to run the jobs on A the tool creates them while A is the only
+//! instance, waits until A runs them, and only then starts B.
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,7 @@ use crate::procfs;
 use crate::redis::{PerState, RedisServer};
 use crate::report::{RunReport, Spread};
 use crate::scenarios::{
-    create_job, end_deadline, finish_fanout, follow, streams_end, streams_ready, Common, Fanout, Follow, Run,
-    ServerProcess,
+    create_job, end_deadline, follow, streams_end, streams_ready, Common, Follow, Run, ServerProcess, StreamsScenario,
 };
 use crate::server::{Launch, Server, StoreAt, Target};
 
@@ -112,11 +111,18 @@ async fn wait_running(endpoint: &Endpoint, id: &str) -> Result<(), String> {
     }
 }
 
-/// Fan-out on two instances: the job on A, the streams on A and B;
-/// Redis's counters are read before the streams connect, once they all
-/// have, when they have all ended, and after `quiet` more with nothing
-/// published (the background taken out of the figures per state).
-pub async fn fanout(launch: &Launch, source_ips: usize, spec: &Fanout, common: &Common, quiet: Duration) -> RunReport {
+/// Fan-out or many jobs on two instances: the jobs on A, the streams
+/// spread over A and B. Redis's counters are read before the streams
+/// connect, once they all have, when they have all ended, and after
+/// `quiet` more with nothing published (the background taken out of the
+/// figures per state).
+pub(crate) async fn streams_on_two(
+    launch: &Launch,
+    source_ips: usize,
+    spec: &impl StreamsScenario,
+    common: &Common,
+    quiet: Duration,
+) -> RunReport {
     let started = Instant::now();
     let mut report = spec.report(Target::Jobcast);
     if common.http2_connections.is_some() {
@@ -132,60 +138,74 @@ pub async fn fanout(launch: &Launch, source_ips: usize, spec: &Fanout, common: &
             return report;
         }
     };
-    if let Err(error) = fanout_on(
-        &mut servers,
-        &mut report,
+    let on_two = OnTwo {
         launch,
         source_ips,
-        spec,
         common,
         quiet,
-        started,
-    )
-    .await
-    {
+    };
+    if let Err(error) = on_two.run(&mut servers, &mut report, spec, started).await {
         report.failures.push(error);
     }
     servers.stop().await;
     report
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fanout_on(
-    servers: &mut Servers,
-    report: &mut RunReport,
-    launch: &Launch,
+/// How a run on two instances starts them and reads Redis.
+struct OnTwo<'a> {
+    launch: &'a Launch,
     source_ips: usize,
-    spec: &Fanout,
-    common: &Common,
+    common: &'a Common,
     quiet: Duration,
-    started: Instant,
-) -> Result<(), String> {
-    let a = servers.start_instance(launch, source_ips).await?.endpoint.clone();
-    let delay_ms = spec.delay_ms() + SECOND_INSTANCE_START.as_millis() as u64;
-    let id = create_job(&a, spec.params(delay_ms)).await?;
-    let delay_ends = Instant::now() + Duration::from_millis(delay_ms);
-    wait_running(&a, &id).await?;
-    let b = servers.start_instance(launch, source_ips).await?.endpoint.clone();
-    let counter = |error: std::io::Error| format!("Redis's counters: {error}");
-    let before_connecting = servers.redis.counters().await.map_err(counter)?;
-    let run = Run::spread(vec![a.clone(), b], common.clone());
-    let handles = spec.watch(&run, &id);
-    let ready_at = streams_ready(report, &run, handles.len(), delay_ends).await;
-    let ready = servers.redis.counters().await.map_err(counter)?;
-    report.redis_while_connecting = Some(ready.since(&before_connecting));
-    report.redis_connections = Some(servers.redis.connections().await.map_err(counter)?);
-    let deadline = end_deadline(report, delay_ends);
-    let seen = streams_end(report, &servers.processes(), &run, handles, deadline, ready_at).await;
-    let ended = servers.redis.counters().await.map_err(counter)?;
-    tokio::time::sleep(quiet).await;
-    let after_quiet = servers.redis.counters().await.map_err(counter)?;
-    report.redis_per_state = Some(PerState::of(ended.since(&ready), after_quiet.since(&ended)));
-    if let Ok(job) = client::request(&a, "GET", &format!("/v1/jobs/{id}"), None).await {
-        report.state_bytes = Some(job.body.len() as u64);
+}
+
+impl OnTwo<'_> {
+    async fn run(
+        &self,
+        servers: &mut Servers,
+        report: &mut RunReport,
+        spec: &impl StreamsScenario,
+        started: Instant,
+    ) -> Result<(), String> {
+        let a = servers
+            .start_instance(self.launch, self.source_ips)
+            .await?
+            .endpoint
+            .clone();
+        let created = spec.create(&a, SECOND_INSTANCE_START).await?;
+        for id in &created.ids {
+            wait_running(&a, id).await?;
+        }
+        let b = servers
+            .start_instance(self.launch, self.source_ips)
+            .await?
+            .endpoint
+            .clone();
+        let counter = |error: std::io::Error| format!("Redis's counters: {error}");
+        let before_connecting = servers.redis.counters().await.map_err(counter)?;
+        let run = Run::spread(vec![a.clone(), b], self.common.clone());
+        let handles = spec.watch(&run, &created.ids);
+        let ready_at = streams_ready(report, &run, handles.len(), created.delay_ends).await;
+        let ready = servers.redis.counters().await.map_err(counter)?;
+        report.redis_while_connecting = Some(ready.since(&before_connecting));
+        report.redis_connections = Some(servers.redis.connections().await.map_err(counter)?);
+        let deadline = end_deadline(report, created.delay_ends);
+        let seen = streams_end(report, &servers.processes(), &run, handles, deadline, ready_at).await;
+        let ended = servers.redis.counters().await.map_err(counter)?;
+        tokio::time::sleep(self.quiet).await;
+        let after_quiet = servers.redis.counters().await.map_err(counter)?;
+        report.redis_per_state = Some(PerState::of(ended.since(&ready), after_quiet.since(&ended)));
+        let last = created
+            .ids
+            .last()
+            .map(|id| format!("/v1/jobs/{id}"))
+            .unwrap_or_default();
+        if let Ok(job) = client::request(&a, "GET", &last, None).await {
+            report.state_bytes = Some(job.body.len() as u64);
+        }
+        spec.finish(report, &run, &seen, started);
+        Ok(())
     }
-    finish_fanout(report, &run, &seen, started);
-    Ok(())
 }
 
 /// Instance lost: `jobs` jobs on A, `watchers` streams each on B, A killed.

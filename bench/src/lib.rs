@@ -16,8 +16,9 @@
 //! - [`redis`]: a `redis-server` of the tool's own for `--store redis`, and
 //!   its counters, read over [`resp`], a minimal client that counts its own
 //!   traffic.
-//! - [`instances`]: two jobcast instances on that Redis: fan-out spread over
-//!   both, and the death of one (`instance_lost`).
+//! - [`instances`]: two jobcast instances on that Redis: fan-out and many
+//!   jobs with the streams spread over both, and the death of one
+//!   (`instance_lost`).
 //! - [`scenarios`]: fan-out, many jobs, idle, churn; each run yields a
 //!   [`report::RunReport`].
 //! - [`creates`]: job creation as fast as the server accepts it, and the

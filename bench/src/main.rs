@@ -68,8 +68,8 @@ struct Global {
     /// fresh database file in a temporary directory, removed when the
     /// server stops; `redis`, a redis-server of the tool's own (AOF,
     /// appendfsync everysec) with two jobcast instances on it, for fanout
-    /// (the job on the first, the streams spread over both) and
-    /// instance-lost; `unset`, no --store flag (a jobcast from before it).
+    /// and many-jobs (the jobs on the first, the streams spread over both)
+    /// and instance-lost; `unset`, no --store flag (a jobcast from before it).
     #[arg(long, value_enum, default_value = "memory", global = true)]
     store: StoreKind,
     /// With --store redis: seconds of reading Redis's counters with nothing

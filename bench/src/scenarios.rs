@@ -527,9 +527,29 @@ pub struct Fanout {
     pub min_interval_ms: Option<u64>,
 }
 
-impl Fanout {
-    /// The report a run of this fan-out starts with.
-    pub(crate) fn report(&self, target: Target) -> RunReport {
+/// A scenario of jobs created up front and streams read to their ends:
+/// fan-out and many jobs, on one server or spread over several instances.
+pub(crate) trait StreamsScenario {
+    /// The report a run starts with.
+    fn report(&self, target: Target) -> RunReport;
+    /// Creates the jobs on `endpoint`, their first steps held back by
+    /// `extra_delay` more than one server needs for its streams to connect.
+    async fn create(&self, endpoint: &Endpoint, extra_delay: Duration) -> Result<Created, String>;
+    /// Starts the streams on the jobs, spread over the run's endpoints.
+    fn watch(&self, run: &Rc<Run>, ids: &[String]) -> Vec<JoinHandle<Seen>>;
+    /// What is left once the streams ended: the jobs' duration, CPU per
+    /// event, the invariants and the wall time.
+    fn finish(&self, report: &mut RunReport, run: &Run, seen: &[Seen], started: Instant);
+}
+
+/// The jobs a scenario created, and when the first one's delay ends.
+pub(crate) struct Created {
+    pub(crate) ids: Vec<String>,
+    pub(crate) delay_ends: Instant,
+}
+
+impl StreamsScenario for Fanout {
+    fn report(&self, target: Target) -> RunReport {
         let mut report = RunReport {
             scenario: "fanout".to_owned(),
             label: format!("fanout-{}x{}@{}ms", self.subscribers, self.steps, self.step_ms),
@@ -548,25 +568,22 @@ impl Fanout {
         report
     }
 
-    /// The job's wait before its first step: as asked, or long enough for
-    /// every stream to connect.
-    pub(crate) fn delay_ms(&self) -> u64 {
-        self.delay_ms.unwrap_or(1000 + self.subscribers as u64 / 2)
-    }
-
-    /// The demo job's params, with its wait before the first step.
-    pub(crate) fn params(&self, delay_ms: u64) -> serde_json::Value {
-        json!({
+    async fn create(&self, endpoint: &Endpoint, extra_delay: Duration) -> Result<Created, String> {
+        let delay_ms = self.delay_ms.unwrap_or(1000 + self.subscribers as u64 / 2) + extra_delay.as_millis() as u64;
+        let params = json!({
             "stages": [{ "name": "work", "weight": 1.0, "steps": self.steps }],
             "step_ms": self.step_ms,
             "delay_ms": delay_ms,
+        });
+        let id = create_job(endpoint, params).await?;
+        Ok(Created {
+            ids: vec![id],
+            delay_ends: Instant::now() + Duration::from_millis(delay_ms),
         })
     }
 
-    /// Starts the `subscribers` streams on job `id`, spread over the run's
-    /// endpoints.
-    pub(crate) fn watch(&self, run: &Rc<Run>, id: &str) -> Vec<JoinHandle<Seen>> {
-        let mut path = format!("/v1/jobs/{id}/events");
+    fn watch(&self, run: &Rc<Run>, ids: &[String]) -> Vec<JoinHandle<Seen>> {
+        let mut path = format!("/v1/jobs/{}/events", ids[0]);
         if let Some(ms) = self.min_interval_ms {
             path.push_str(&format!("?min_interval_ms={ms}"));
         }
@@ -575,37 +592,15 @@ impl Fanout {
             .map(|_| tokio::task::spawn_local(follow(run.clone(), how.clone())))
             .collect()
     }
-}
 
-pub async fn fanout(server: &Server, target: Target, spec: &Fanout, common: &Common) -> RunReport {
-    let started = Instant::now();
-    let mut report = spec.report(target);
-    let delay_ms = spec.delay_ms();
-    let id = match create_job(&server.endpoint, spec.params(delay_ms)).await {
-        Ok(id) => id,
-        Err(error) => {
-            report.failures.push(error);
-            return report;
+    fn finish(&self, report: &mut RunReport, run: &Run, seen: &[Seen], started: Instant) {
+        let first_live_at = run.stats.borrow().first_live_at;
+        let terminal_at = seen.iter().filter_map(|seen| seen.terminal_at).max();
+        if let (Some(first), Some(last)) = (first_live_at, terminal_at) {
+            report.job_duration_s = Some((last - first) as f64 / 1e6);
         }
-    };
-    let delay_ends = Instant::now() + Duration::from_millis(delay_ms);
-    report.rss_before_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
-    let run = Run::new(server.endpoint.clone(), common.clone());
-    let handles = spec.watch(&run, &id);
-    let seen = follow_to_end(&mut report, server, &run, handles, delay_ends).await;
-    finish_fanout(&mut report, &run, &seen, started);
-    report
-}
-
-/// The job's duration, CPU per event, the invariants and the wall time:
-/// the end of a fan-out run.
-pub(crate) fn finish_fanout(report: &mut RunReport, run: &Run, seen: &[Seen], started: Instant) {
-    let first_live_at = run.stats.borrow().first_live_at;
-    let terminal_at = seen.iter().filter_map(|seen| seen.terminal_at).max();
-    if let (Some(first), Some(last)) = (first_live_at, terminal_at) {
-        report.job_duration_s = Some((last - first) as f64 / 1e6);
+        finish_streams_run(report, started);
     }
-    finish_streams_run(report, started);
 }
 
 /// Many jobs: `jobs` jobs with one stream each.
@@ -618,61 +613,89 @@ pub struct ManyJobs {
     pub delay_ms: Option<u64>,
 }
 
-pub async fn many_jobs(server: &Server, target: Target, spec: &ManyJobs, common: &Common) -> RunReport {
-    let started = Instant::now();
-    let mut report = RunReport {
-        scenario: "many-jobs".to_owned(),
-        label: format!("jobs-{}x{}@{}ms", spec.jobs, spec.steps, spec.step_ms),
-        target: target.name().to_owned(),
-        subscribers: spec.jobs,
-        jobs: spec.jobs,
-        steps: spec.steps,
-        step_ms: spec.step_ms,
-        load_average: procfs::load_average(),
-        ..RunReport::default()
-    };
-    let base_delay = spec.delay_ms.unwrap_or(1500 + 2 * spec.jobs as u64);
-    let first_created = Instant::now();
-    let mut ids = Vec::with_capacity(spec.jobs);
-    for index in 0..spec.jobs {
-        // Every job's steps start at the same (creation-relative) time, plus
-        // an offset spreading them evenly over one step period.
-        let elapsed = first_created.elapsed().as_millis() as u64;
-        let offset = if spec.step_ms > 0 {
-            (index as u64 * spec.step_ms) / spec.jobs.max(1) as u64
-        } else {
-            0
-        };
-        let delay_ms = base_delay.saturating_sub(elapsed) + offset;
-        let params = json!({
-            "stages": [{ "name": "work", "weight": 1.0, "steps": spec.steps }],
-            "step_ms": spec.step_ms,
-            "delay_ms": delay_ms,
-        });
-        match create_job(&server.endpoint, params).await {
-            Ok(id) => ids.push(id),
-            Err(error) => {
-                report.failures.push(error);
-                return report;
-            }
+impl StreamsScenario for ManyJobs {
+    fn report(&self, target: Target) -> RunReport {
+        RunReport {
+            scenario: "many-jobs".to_owned(),
+            label: format!("jobs-{}x{}@{}ms", self.jobs, self.steps, self.step_ms),
+            target: target.name().to_owned(),
+            subscribers: self.jobs,
+            jobs: self.jobs,
+            steps: self.steps,
+            step_ms: self.step_ms,
+            load_average: procfs::load_average(),
+            ..RunReport::default()
         }
     }
+
+    async fn create(&self, endpoint: &Endpoint, extra_delay: Duration) -> Result<Created, String> {
+        let base_delay = self.delay_ms.unwrap_or(1500 + 2 * self.jobs as u64) + extra_delay.as_millis() as u64;
+        let first_created = Instant::now();
+        let mut ids = Vec::with_capacity(self.jobs);
+        for index in 0..self.jobs {
+            // Every job's steps start at the same (creation-relative) time, plus
+            // an offset spreading them evenly over one step period.
+            let elapsed = first_created.elapsed().as_millis() as u64;
+            let offset = if self.step_ms > 0 {
+                (index as u64 * self.step_ms) / self.jobs.max(1) as u64
+            } else {
+                0
+            };
+            let delay_ms = base_delay.saturating_sub(elapsed) + offset;
+            let params = json!({
+                "stages": [{ "name": "work", "weight": 1.0, "steps": self.steps }],
+                "step_ms": self.step_ms,
+                "delay_ms": delay_ms,
+            });
+            ids.push(create_job(endpoint, params).await?);
+        }
+        Ok(Created {
+            ids,
+            delay_ends: first_created + Duration::from_millis(base_delay),
+        })
+    }
+
+    fn watch(&self, run: &Rc<Run>, ids: &[String]) -> Vec<JoinHandle<Seen>> {
+        ids.iter()
+            .map(|id| {
+                tokio::task::spawn_local(follow(run.clone(), Follow::job_to_end(format!("/v1/jobs/{id}/events"))))
+            })
+            .collect()
+    }
+
+    fn finish(&self, report: &mut RunReport, _run: &Run, seen: &[Seen], started: Instant) {
+        let durations = seen
+            .iter()
+            .filter_map(|seen| match (seen.first_live_at, seen.terminal_at) {
+                (Some(first), Some(last)) => Some(Some((last - first) as f64 / 1e6)),
+                _ => None,
+            });
+        report.job_duration_s = crate::report::median(durations);
+        finish_streams_run(report, started);
+    }
+}
+
+/// Runs a fan-out or many-jobs scenario against one server.
+pub(crate) async fn streams_on_one_server(
+    server: &Server,
+    target: Target,
+    spec: &impl StreamsScenario,
+    common: &Common,
+) -> RunReport {
+    let started = Instant::now();
+    let mut report = spec.report(target);
+    let created = match spec.create(&server.endpoint, Duration::ZERO).await {
+        Ok(created) => created,
+        Err(error) => {
+            report.failures.push(error);
+            return report;
+        }
+    };
     report.rss_before_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
     let run = Run::new(server.endpoint.clone(), common.clone());
-    let handles: Vec<_> = ids
-        .iter()
-        .map(|id| tokio::task::spawn_local(follow(run.clone(), Follow::job_to_end(format!("/v1/jobs/{id}/events")))))
-        .collect();
-    let delay_ends = first_created + Duration::from_millis(base_delay);
-    let seen = follow_to_end(&mut report, server, &run, handles, delay_ends).await;
-    let durations = seen
-        .iter()
-        .filter_map(|seen| match (seen.first_live_at, seen.terminal_at) {
-            (Some(first), Some(last)) => Some(Some((last - first) as f64 / 1e6)),
-            _ => None,
-        });
-    report.job_duration_s = crate::report::median(durations);
-    finish_streams_run(&mut report, started);
+    let handles = spec.watch(&run, &created.ids);
+    let seen = follow_to_end(&mut report, server, &run, handles, created.delay_ends).await;
+    spec.finish(&mut report, &run, &seen, started);
     report
 }
 

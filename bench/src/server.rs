@@ -10,6 +10,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -131,6 +132,17 @@ impl Process {
             _ => Command::new(binary),
         };
         command.args(args).stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe, and only sets a flag of the
+        // new process: it is killed if the tool dies first (a Ctrl-C, a
+        // kill), rather than left running with its port and files.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         match log {
             Some(path) => {
                 let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;

@@ -126,14 +126,19 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
     let on_redis = env.store == StoreKind::Redis && target == Target::Jobcast;
     let mut report = match plan {
         Plan::Fanout(spec, _) if on_redis => {
-            instances::fanout(&launch, env.source_ips, spec, &env.common, env.redis_quiet).await
+            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, env.redis_quiet).await
+        }
+        Plan::ManyJobs(spec) if on_redis => {
+            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, env.redis_quiet).await
         }
         Plan::InstanceLost(spec) if on_redis => {
             instances::instance_lost(&launch, env.source_ips, spec, &env.common).await
         }
         _ if on_redis || matches!(plan, Plan::InstanceLost(_)) => RunReport {
             target: target.name().to_owned(),
-            failures: vec!["--store redis runs fanout and instance-lost, and instance-lost needs it".to_owned()],
+            failures: vec![
+                "--store redis runs fanout, many-jobs and instance-lost, and instance-lost needs it".to_owned(),
+            ],
             ..RunReport::default()
         },
         _ => run_single(&launch, env, target, plan).await,
@@ -170,8 +175,8 @@ async fn run_single(launch: &Launch, env: &Environment, target: Target, plan: &P
     match Server::start(launch, env.source_ips).await {
         Ok(server) => {
             let report = match plan {
-                Plan::Fanout(spec, _) => scenarios::fanout(&server, target, spec, &env.common).await,
-                Plan::ManyJobs(spec) => scenarios::many_jobs(&server, target, spec, &env.common).await,
+                Plan::Fanout(spec, _) => scenarios::streams_on_one_server(&server, target, spec, &env.common).await,
+                Plan::ManyJobs(spec) => scenarios::streams_on_one_server(&server, target, spec, &env.common).await,
                 Plan::Idle(spec) => scenarios::idle(&server, target, spec, &env.common).await,
                 Plan::Churn(spec) => scenarios::churn(&server, target, spec, &env.common).await,
                 Plan::Creates(spec) => creates::creates(&server, target, spec).await,
