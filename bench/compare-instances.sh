@@ -6,15 +6,17 @@
 #     store and two instances on Redis (the jobs on A, the streams spread
 #     over A and B; bench/side-by-side.sh);
 #  2. Redis's commands and bytes per stored state in those Redis runs;
-#  3. the death of an instance: ROUNDS runs per lease in LEASES of 100 jobs
-#     on A with 10 streams each on B, A killed with kill -9: the time from
-#     the kill to each stream's instance_lost.
+#  3. the death of an instance: LOST_ROUNDS runs per lease in LEASES of 100
+#     jobs on A with 10 streams each on B, A killed with kill -9 at a random
+#     point of its lease: the time from the kill to each stream's
+#     instance_lost.
 # The servers (jobcast and Redis) are pinned to core 0, the load generator
 # to core 1.
 #
 # Usage: bench/compare-instances.sh [ROUNDS]     (default 3; release build)
 # Env:   OUT_DIR   where the runs' JSON lines go (default: a temporary directory)
 #        LEASES    the leases of the instance-lost runs, in ms (default: "2000 10000")
+#        LOST_ROUNDS  instance-lost runs per lease (default: ROUNDS)
 #        SUBSCRIBERS  the fan-outs' stream counts (default: "10000 1000")
 set -euo pipefail
 
@@ -22,6 +24,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 rounds="${1:-3}"
 leases="${LEASES:-2000 10000}"
+lost_rounds="${LOST_ROUNDS:-$rounds}"
 subscribers="${SUBSCRIBERS:-10000 1000}"
 cargo build --release -p jobcast --bin jobcast
 cargo build --release -p jobcast-bench
@@ -37,8 +40,8 @@ OUT_DIR="$out_dir" bench/side-by-side.sh "$rounds" memory "--store memory" redis
   "many-jobs --jobs 1000 --steps 50 --step-ms 20"
 
 for lease in $leases; do
-  for round in $(seq 1 "$rounds"); do
-    echo "== instance lost, lease $lease ms, run $round of $rounds (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  for round in $(seq 1 "$lost_rounds"); do
+    echo "== instance lost, lease $lease ms, run $round of $lost_rounds (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     "$bench" --store redis --json-out "$out_dir/lost.jsonl" instance-lost --lease-ms "$lease" >/dev/null \
       || echo "a run failed: instance-lost, lease $lease ms" >&2
   done

@@ -217,8 +217,10 @@ pub struct InstanceLost {
     pub lease_ms: u64,
     /// The jobs' step period: they publish progress until A dies.
     pub step_ms: u64,
-    /// How long the streams follow the jobs before the kill.
-    pub before_kill_ms: u64,
+    /// How long the streams follow the jobs before the kill; none: 1 s
+    /// plus a random part of the lease, so that runs kill A at any point
+    /// of its renewal period and of B's watch on it.
+    pub before_kill_ms: Option<u64>,
 }
 
 pub async fn instance_lost(launch: &Launch, source_ips: usize, spec: &InstanceLost, common: &Common) -> RunReport {
@@ -290,7 +292,11 @@ async fn lose_instance(
         .collect();
     let streams = handles.len();
     let ready_at = streams_ready(report, &run, streams, Instant::now() + Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(spec.before_kill_ms)).await;
+    let before_kill_ms = spec.before_kill_ms.unwrap_or_else(|| {
+        // Enough randomness for a phase: the clock's microseconds.
+        1000 + client::now_micros().unsigned_abs() % spec.lease_ms.max(1)
+    });
+    tokio::time::sleep(Duration::from_millis(before_kill_ms)).await;
     let killed_at = client::now_micros();
     let a = servers.instances.first_mut().expect("A started first");
     a.kill();

@@ -175,9 +175,11 @@ enum Command {
         /// The jobs' step period: they publish progress until A dies.
         #[arg(long, default_value_t = 100)]
         step_ms: u64,
-        /// How long the streams follow the jobs before the kill.
-        #[arg(long, default_value_t = 1000)]
-        before_kill_ms: u64,
+        /// How long the streams follow the jobs before the kill (default:
+        /// 1 s plus a random part of the lease, so that runs kill A at any
+        /// point of its lease's renewal period).
+        #[arg(long)]
+        before_kill_ms: Option<u64>,
     },
     /// Every target scenario against every target, repeated; medians,
     /// ratios, targets and the latency plot.
