@@ -14,7 +14,7 @@
 # to core 1.
 #
 # Usage: bench/compare-instances.sh [ROUNDS]     (default 3; release build)
-# Env:   OUT_DIR   where the runs' JSON lines go (default: a temporary directory)
+# Env:   RUNS_DIR   where the runs' JSON lines go (default: a temporary directory)
 #        LEASES    the leases of the instance-lost runs, in ms (default: "2000 10000")
 #        LOST_ROUNDS  instance-lost runs per lease (default: ROUNDS)
 #        SUBSCRIBERS  the fan-outs' stream counts (default: "10000 1000")
@@ -29,14 +29,14 @@ subscribers="${SUBSCRIBERS:-10000 1000}"
 cargo build --release -p jobcast --bin jobcast
 cargo build --release -p jobcast-bench
 bench="$root/target/release/jobcast-bench"
-out_dir="${OUT_DIR:-$(mktemp -d)}"
+out_dir="${RUNS_DIR:-$(mktemp -d)}"
 mkdir -p "$out_dir"
 
 fanouts=()
 for count in $subscribers; do
   fanouts+=("fanout --subscribers $count --steps 200 --step-ms 10")
 done
-OUT_DIR="$out_dir" bench/side-by-side.sh "$rounds" memory "--store memory" redis "--store redis" "${fanouts[@]}" \
+RUNS_DIR="$out_dir" bench/side-by-side.sh "$rounds" memory "--store memory" redis "--store redis" "${fanouts[@]}" \
   "many-jobs --jobs 1000 --steps 50 --step-ms 20"
 
 for lease in $leases; do

@@ -8,7 +8,7 @@
 # medians per scenario and store, every run, and SQLite ÷ memory.
 #
 # Usage: bench/compare-stores.sh [ROUNDS]     (default 3; release build)
-# Env:   OUT_DIR   where the runs' JSON lines go (default: a temporary directory)
+# Env:   RUNS_DIR   where the runs' JSON lines go (default: a temporary directory)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -3,7 +3,8 @@
 # each running every scenario once with each setting, the two alternating
 # (and which goes first alternating too), so that a busy moment of the
 # machine hits both alike. Prints, per scenario and metric, each side's
-# median with every run in brackets, and B ÷ A.
+# median over its runs without failure with every run in brackets (a
+# failed one marked ✗), and B ÷ A.
 #
 # Usage: bench/side-by-side.sh ROUNDS NAME_A "FLAGS_A" NAME_B "FLAGS_B" "SCENARIO" ...
 #   e.g. bench/side-by-side.sh 3 memory "--store memory" sqlite "--store sqlite" \
@@ -11,7 +12,7 @@
 # FLAGS are jobcast-bench's global flags (--store, --server-bin, ...); each
 # SCENARIO is a subcommand with its flags. Nothing is built.
 # Env:   BENCH     the jobcast-bench binary (default: target/release/jobcast-bench)
-#        OUT_DIR   where NAME_A.jsonl and NAME_B.jsonl go (default: a temporary directory)
+#        RUNS_DIR   where NAME_A.jsonl and NAME_B.jsonl go (default: a temporary directory)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +23,7 @@ fi
 rounds="$1" name_a="$2" flags_a="$3" name_b="$4" flags_b="$5"
 shift 5
 bench="${BENCH:-$root/target/release/jobcast-bench}"
-out_dir="${OUT_DIR:-$(mktemp -d)}"
+out_dir="${RUNS_DIR:-$(mktemp -d)}"
 mkdir -p "$out_dir"
 
 for round in $(seq 1 "$rounds"); do
@@ -55,12 +56,14 @@ def fmt(value):
     if value is None:
         return "–"
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
-def cell(values):
-    present = [v for v in values if v is not None]
+def cell(runs, key):
+    """The median over runs without failure, and every run (a failed one marked ✗)."""
+    present = [r.get(key) for r in runs if not r["failures"] and r.get(key) is not None]
     if not present:
         return "–", None
     median = statistics.median(present)
-    return f"{fmt(median)} ({', '.join(fmt(v) for v in values)})", median
+    every = ", ".join(fmt(r.get(key)) + ("✗" if r["failures"] else "") for r in runs)
+    return f"{fmt(median)} ({every})", median
 labels = dict.fromkeys(run["label"] for runs in sides.values() for run in runs)
 failures = []
 print(f"| scenario | metric | {name_a} | {name_b} | {name_b} ÷ {name_a} |")
@@ -70,7 +73,7 @@ for label in labels:
     ok = {name: sum(1 for r in these if not r["failures"]) for name, these in by.items()}
     print(f"| {label} | runs without failure | {ok[name_a]}/{len(by[name_a])} | {ok[name_b]}/{len(by[name_b])} | |")
     for title, key in metrics:
-        (text_a, median_a), (text_b, median_b) = (cell([r.get(key) for r in by[name]]) for name in (name_a, name_b))
+        (text_a, median_a), (text_b, median_b) = (cell(by[name], key) for name in (name_a, name_b))
         if median_a is None and median_b is None:
             continue
         ratio = f"{median_b / median_a:.2f}" if median_a and median_b is not None else "–"

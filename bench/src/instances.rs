@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::client::{self, Endpoint};
 use crate::procfs;
-use crate::redis::{PerState, RedisServer};
+use crate::redis::{PerState, RedisServer, RedisSettings};
 use crate::report::{RunReport, Spread};
 use crate::scenarios::{
     create_job, end_deadline, follow, streams_end, streams_ready, Common, Follow, Run, ServerProcess, StreamsScenario,
@@ -44,8 +44,9 @@ struct Servers {
 }
 
 impl Servers {
-    async fn start_redis(launch: &Launch) -> Result<Servers, String> {
-        let redis = RedisServer::start(launch.core, launch.log.as_deref())
+    async fn start_redis(launch: &Launch, report: &mut RunReport, redis: &RedisSettings) -> Result<Servers, String> {
+        report.redis_appendfsync = Some(redis.appendfsync);
+        let redis = RedisServer::start(launch.core, launch.log.as_deref(), redis.appendfsync)
             .await
             .map_err(|error| format!("redis-server: {error}"))?;
         Ok(Servers {
@@ -113,15 +114,15 @@ async fn wait_running(endpoint: &Endpoint, id: &str) -> Result<(), String> {
 
 /// Fan-out or many jobs on two instances: the jobs on A, the streams
 /// spread over A and B. Redis's counters are read before the streams
-/// connect, once they all have, when they have all ended, and after
-/// `quiet` more with nothing published (the background taken out of the
+/// connect, once they all have, when they have all ended, and after a
+/// quiet while with nothing published (the background taken out of the
 /// figures per state).
 pub(crate) async fn streams_on_two(
     launch: &Launch,
     source_ips: usize,
     spec: &impl StreamsScenario,
     common: &Common,
-    quiet: Duration,
+    redis: &RedisSettings,
 ) -> RunReport {
     let started = Instant::now();
     let mut report = spec.report(Target::Jobcast);
@@ -131,7 +132,7 @@ pub(crate) async fn streams_on_two(
             .push("--store redis spreads HTTP/1.1 streams over two instances: no --http2-connections".to_owned());
         return report;
     }
-    let mut servers = match Servers::start_redis(launch).await {
+    let mut servers = match Servers::start_redis(launch, &mut report, redis).await {
         Ok(servers) => servers,
         Err(error) => {
             report.failures.push(error);
@@ -142,7 +143,7 @@ pub(crate) async fn streams_on_two(
         launch,
         source_ips,
         common,
-        quiet,
+        quiet: redis.quiet,
     };
     if let Err(error) = on_two.run(&mut servers, &mut report, spec, started).await {
         report.failures.push(error);
@@ -223,7 +224,13 @@ pub struct InstanceLost {
     pub before_kill_ms: Option<u64>,
 }
 
-pub async fn instance_lost(launch: &Launch, source_ips: usize, spec: &InstanceLost, common: &Common) -> RunReport {
+pub async fn instance_lost(
+    launch: &Launch,
+    source_ips: usize,
+    spec: &InstanceLost,
+    common: &Common,
+    redis: &RedisSettings,
+) -> RunReport {
     let started = Instant::now();
     let mut report = RunReport {
         scenario: "instance-lost".to_owned(),
@@ -245,7 +252,7 @@ pub async fn instance_lost(launch: &Launch, source_ips: usize, spec: &InstanceLo
         "--max-streams".to_owned(),
         (spec.jobs * spec.watchers + 1000).max(20_000).to_string(),
     ]);
-    let mut servers = match Servers::start_redis(&launch).await {
+    let mut servers = match Servers::start_redis(&launch, &mut report, redis).await {
         Ok(servers) => servers,
         Err(error) => {
             report.failures.push(error);

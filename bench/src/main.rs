@@ -16,6 +16,7 @@ use jobcast_bench::creates::Creates;
 use jobcast_bench::instances::InstanceLost;
 use jobcast_bench::plot::DEFAULT_FONT;
 use jobcast_bench::procfs;
+use jobcast_bench::redis::{Appendfsync, RedisSettings};
 use jobcast_bench::report::{self, RunReport};
 use jobcast_bench::scenarios::{Churn, Common, Fanout, Idle, ManyJobs};
 use jobcast_bench::server::{StoreKind, Target};
@@ -77,6 +78,9 @@ struct Global {
     /// (leases, looks at the shared queue) out of the figures per state.
     #[arg(long, default_value_t = 5.0, global = true)]
     redis_quiet_s: f64,
+    /// With --store redis: when Redis syncs its append-only file.
+    #[arg(long, value_enum, default_value = "everysec", global = true)]
+    redis_appendfsync: Appendfsync,
     /// An extra flag for jobcast (repeat for several), e.g. --jobcast-arg=--keep-alive=0.
     #[arg(long = "jobcast-arg", global = true, allow_hyphen_values = true)]
     jobcast_args: Vec<String>,
@@ -260,7 +264,10 @@ fn main() -> ExitCode {
         jobcast_args: global.jobcast_args.clone(),
         bearer: global.bearer.clone(),
         store: global.store,
-        redis_quiet: Duration::from_secs_f64(global.redis_quiet_s.max(0.0)),
+        redis: RedisSettings {
+            appendfsync: global.redis_appendfsync,
+            quiet: Duration::from_secs_f64(global.redis_quiet_s.max(0.0)),
+        },
         common: Common {
             connect_concurrency: global.connect_concurrency,
             http2_connections: global.http2_connections,

@@ -6,10 +6,12 @@
 //!
 //! Redis runs on a free port in a fresh temporary directory (removed when it
 //! stops), pinned to the servers' core, with the append-only file on and
-//! `appendfsync everysec`: what a deployment that must survive a Redis
-//! restart runs (the README's "Running several instances" weighs it against
-//! `always`, whose fsync per write would measure the disk rather than
-//! jobcast), and RDB snapshots off.
+//! RDB snapshots off. Its `appendfsync` is `everysec` unless asked: what a
+//! deployment that must survive a Redis restart runs, where a crash of the
+//! machine may lose the last second; `always` loses nothing acknowledged
+//! but makes every write wait for the disk, which would measure the disk
+//! rather than jobcast (the README's "Running several instances" weighs
+//! them).
 //!
 //! Counters are taken net of the tool's own traffic to Redis (see
 //! [`crate::resp`]), so that they are the jobcast instances' alone.
@@ -29,6 +31,38 @@ use crate::server::{free_port, Process};
 /// (and per removal), so its growth counts the states written.
 const GID_KEY: &str = "jc:v1:gid";
 
+/// When Redis syncs its append-only file to the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Appendfsync {
+    /// After every write, before answering it.
+    Always,
+    /// Once a second.
+    #[default]
+    Everysec,
+    /// When the system flushes.
+    No,
+}
+
+impl Appendfsync {
+    pub fn name(self) -> &'static str {
+        match self {
+            Appendfsync::Always => "always",
+            Appendfsync::Everysec => "everysec",
+            Appendfsync::No => "no",
+        }
+    }
+}
+
+/// How the tool runs and reads its Redis.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisSettings {
+    pub appendfsync: Appendfsync,
+    /// How long the counters are read with nothing published after a run,
+    /// to take the instances' background out of its figures per state.
+    pub quiet: Duration,
+}
+
 pub struct RedisServer {
     process: Process,
     pub pid: u32,
@@ -41,7 +75,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` pinned to `core`, its log appended to `log`,
     /// and waits until it answers.
-    pub async fn start(core: Option<usize>, log: Option<&Path>) -> io::Result<RedisServer> {
+    pub async fn start(core: Option<usize>, log: Option<&Path>, appendfsync: Appendfsync) -> io::Result<RedisServer> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = std::env::temp_dir().join(format!("jobcast-bench-redis-{}-{port}", std::process::id()));
@@ -56,7 +90,7 @@ impl RedisServer {
             "--appendonly",
             "yes",
             "--appendfsync",
-            "everysec",
+            appendfsync.name(),
             "--save",
             "",
             "--daemonize",

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::redis::{Connections, PerState, Traffic};
+use crate::redis::{Appendfsync, Connections, PerState, Traffic};
 use crate::server::Target;
 
 /// One run of one scenario against one target.
@@ -92,6 +92,9 @@ pub struct RunReport {
     /// On Redis: the streams of each instance they were spread over.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStreams>,
+    /// On Redis: when it synced its append-only file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_appendfsync: Option<Appendfsync>,
     /// On Redis: the instances' commands and bytes per stored state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_per_state: Option<PerState>,

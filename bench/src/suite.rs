@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::creates::{self, Creates};
 use crate::instances::{self, InstanceLost};
 use crate::plot::{self, Series};
+use crate::redis::RedisSettings;
 use crate::report::{self, median_of, RunReport};
 use crate::scenarios::{self, Churn, Common, Fanout, Idle, ManyJobs};
 use crate::server::{Launch, Server, StoreAt, StoreKind, Target};
@@ -88,10 +89,8 @@ pub struct Environment {
     pub bearer: Option<String>,
     /// Where jobcast keeps its jobs.
     pub store: StoreKind,
-    /// On Redis: how long Redis's counters are read with nothing published
-    /// after a fan-out, to take the instances' background out of its
-    /// figures per state.
-    pub redis_quiet: Duration,
+    /// How the tool runs its Redis, with `--store redis`.
+    pub redis: RedisSettings,
     pub common: Common,
     /// Every run's JSON line is appended here too.
     pub json_out: Option<PathBuf>,
@@ -126,13 +125,13 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
     let on_redis = env.store == StoreKind::Redis && target == Target::Jobcast;
     let mut report = match plan {
         Plan::Fanout(spec, _) if on_redis => {
-            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, env.redis_quiet).await
+            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, &env.redis).await
         }
         Plan::ManyJobs(spec) if on_redis => {
-            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, env.redis_quiet).await
+            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, &env.redis).await
         }
         Plan::InstanceLost(spec) if on_redis => {
-            instances::instance_lost(&launch, env.source_ips, spec, &env.common).await
+            instances::instance_lost(&launch, env.source_ips, spec, &env.common, &env.redis).await
         }
         _ if on_redis || matches!(plan, Plan::InstanceLost(_)) => RunReport {
             target: target.name().to_owned(),
