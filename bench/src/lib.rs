@@ -13,6 +13,12 @@
 //!   compare with HTTP/1.1's connection per stream.
 //! - [`procfs`]: server CPU time and memory from `/proc`, and pinning.
 //! - [`server`]: starts and stops the server under test, pinned to a core.
+//! - [`redis`]: a `redis-server` of the tool's own for `--store redis`, and
+//!   its counters, read over [`resp`], a minimal client that counts its own
+//!   traffic.
+//! - [`instances`]: two jobcast instances on that Redis: fan-out and many
+//!   jobs with the streams spread over both, and the death of one
+//!   (`instance_lost`).
 //! - [`scenarios`]: fan-out, many jobs, idle, churn; each run yields a
 //!   [`report::RunReport`].
 //! - [`creates`]: job creation as fast as the server accepts it, and the
@@ -27,9 +33,12 @@ pub mod client;
 pub mod creates;
 pub mod demo;
 pub mod http2;
+pub mod instances;
 pub mod plot;
 pub mod procfs;
+pub mod redis;
 pub mod report;
+pub mod resp;
 pub mod scenarios;
 pub mod server;
 pub mod suite;

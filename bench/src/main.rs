@@ -4,14 +4,19 @@
 //! JSON line per run on stdout and a readable table on stderr. Exits 1 when
 //! a stream invariant broke (a missing terminal event, a duplicate or
 //! out-of-order `seq`), so CI can run a small scenario as a smoke test.
+//! With `--store redis` it starts Redis and two jobcast instances instead
+//! of one server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use jobcast_bench::creates::Creates;
+use jobcast_bench::instances::InstanceLost;
 use jobcast_bench::plot::DEFAULT_FONT;
 use jobcast_bench::procfs;
+use jobcast_bench::redis::{Appendfsync, RedisSettings};
 use jobcast_bench::report::{self, RunReport};
 use jobcast_bench::scenarios::{Churn, Common, Fanout, Idle, ManyJobs};
 use jobcast_bench::server::{StoreKind, Target};
@@ -60,11 +65,22 @@ struct Global {
     /// Append the servers' output to this file (default: discarded).
     #[arg(long, global = true)]
     server_log: Option<PathBuf>,
-    /// Where each jobcast server keeps its jobs: `memory`, or `sqlite`, a
+    /// Where each jobcast server keeps its jobs: `memory`; `sqlite`, a
     /// fresh database file in a temporary directory, removed when the
-    /// server stops.
+    /// server stops; `redis`, a redis-server of the tool's own (AOF,
+    /// appendfsync everysec) with two jobcast instances on it, for fanout
+    /// and many-jobs (the jobs on the first, the streams spread over both)
+    /// and instance-lost; `unset`, no --store flag (a jobcast from before it).
     #[arg(long, value_enum, default_value = "memory", global = true)]
     store: StoreKind,
+    /// With --store redis: seconds of reading Redis's counters with nothing
+    /// published after a fan-out, to take the instances' background
+    /// (leases, looks at the shared queue) out of the figures per state.
+    #[arg(long, default_value_t = 5.0, global = true)]
+    redis_quiet_s: f64,
+    /// With --store redis: when Redis syncs its append-only file.
+    #[arg(long, value_enum, default_value = "everysec", global = true)]
+    redis_appendfsync: Appendfsync,
     /// An extra flag for jobcast (repeat for several), e.g. --jobcast-arg=--keep-alive=0.
     #[arg(long = "jobcast-arg", global = true, allow_hyphen_values = true)]
     jobcast_args: Vec<String>,
@@ -148,6 +164,27 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         linger_s: u64,
     },
+    /// With --store redis: JOBS jobs on instance A, WATCHERS streams on each
+    /// on instance B; A is killed (kill -9), and every stream must end with
+    /// its job failed with instance_lost, within 1.5 × the lease: the time
+    /// from the kill to each stream's terminal event.
+    InstanceLost {
+        #[arg(long, short = 'j', default_value_t = 100)]
+        jobs: usize,
+        #[arg(long, short = 'w', default_value_t = 10)]
+        watchers: usize,
+        /// The instances' --lease, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        lease_ms: u64,
+        /// The jobs' step period: they publish progress until A dies.
+        #[arg(long, default_value_t = 100)]
+        step_ms: u64,
+        /// How long the streams follow the jobs before the kill (default:
+        /// 1 s plus a random part of the lease, so that runs kill A at any
+        /// point of its lease's renewal period).
+        #[arg(long)]
+        before_kill_ms: Option<u64>,
+    },
     /// Every target scenario against every target, repeated; medians,
     /// ratios, targets and the latency plot.
     Suite(SuiteArgs),
@@ -227,6 +264,10 @@ fn main() -> ExitCode {
         jobcast_args: global.jobcast_args.clone(),
         bearer: global.bearer.clone(),
         store: global.store,
+        redis: RedisSettings {
+            appendfsync: global.redis_appendfsync,
+            quiet: Duration::from_secs_f64(global.redis_quiet_s.max(0.0)),
+        },
         common: Common {
             connect_concurrency: global.connect_concurrency,
             http2_connections: global.http2_connections,
@@ -322,6 +363,22 @@ fn main() -> ExitCode {
                     retention_s: *retention_s,
                     sample_ms: *sample_ms,
                     linger_s: *linger_s,
+                }))
+                .await
+            }
+            Command::InstanceLost {
+                jobs,
+                watchers,
+                lease_ms,
+                step_ms,
+                before_kill_ms,
+            } => {
+                single(Plan::InstanceLost(InstanceLost {
+                    jobs: *jobs,
+                    watchers: *watchers,
+                    lease_ms: *lease_ms,
+                    step_ms: *step_ms,
+                    before_kill_ms: *before_kill_ms,
                 }))
                 .await
             }

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::redis::{Appendfsync, Connections, PerState, Traffic};
 use crate::server::Target;
 
 /// One run of one scenario against one target.
@@ -13,7 +14,8 @@ pub struct RunReport {
     /// A label naming the scenario's settings, e.g. `fanout-10000x200@10ms`.
     pub label: String,
     pub target: String,
-    /// jobcast's store (`memory` or `sqlite`); none for the baselines.
+    /// jobcast's store (`memory`, `sqlite`, `redis`, or `unset`: no
+    /// `--store` flag); none for the baselines.
     pub store: Option<String>,
     pub subscribers: usize,
     pub jobs: usize,
@@ -53,7 +55,8 @@ pub struct RunReport {
     pub latency_p95_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
     pub latency_max_ms: Option<f64>,
-    /// Server CPU seconds (user + system) while the job(s) ran.
+    /// Server CPU seconds (user + system) while the job(s) ran; on Redis,
+    /// of every jobcast instance and Redis together.
     pub server_cpu_s: f64,
     /// Seconds the server was ready to run but its core was busy with
     /// another process (from `schedstat`): above a few percent of the run,
@@ -81,6 +84,41 @@ pub struct RunReport {
     pub jobs_in_memory_after: Option<i64>,
     /// Churn: the highest resident memory during its first two thirds.
     pub rss_mid_mib: Option<f64>,
+    /// On Redis: each process of the server side (the jobcast instances
+    /// and Redis), whose sums are `server_cpu_s`, `server_wait_s`,
+    /// `peak_rss_mib` and `rss_after_mib`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessFigures>,
+    /// On Redis: the streams of each instance they were spread over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceStreams>,
+    /// On Redis: when it synced its append-only file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_appendfsync: Option<Appendfsync>,
+    /// On Redis: the instances' commands and bytes per stored state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_per_state: Option<PerState>,
+    /// On Redis: what the instances did to Redis while the streams
+    /// connected (no state was stored then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_while_connecting: Option<Traffic>,
+    /// On Redis: who was connected and subscribed once every stream was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_connections: Option<Connections>,
+    /// The size of the job's last state, its JSON in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<u64>,
+    /// Instance lost: the instances' `--lease`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// Instance lost: from the `kill -9` to each stream's reading of its
+    /// job's `instance_lost` terminal event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_after_ms: Option<Spread>,
+    /// Instance lost: from the `kill -9` to each such terminal state's
+    /// `updated_at` (when the live instance ended the job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_published_after_ms: Option<Spread>,
     /// Creates: jobs accepted per second while they were being created.
     pub creates_per_s: Option<f64>,
     /// Creates: the server and its database sampled over the run.
@@ -91,6 +129,51 @@ pub struct RunReport {
     pub load_average: Option<f64>,
     /// Broken invariants and unmet scenario checks, in words.
     pub failures: Vec<String>,
+}
+
+/// One process of a server side with several (jobcast instances and Redis).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessFigures {
+    pub name: String,
+    pub cpu_s: f64,
+    pub wait_s: f64,
+    pub peak_rss_mib: f64,
+    pub rss_after_mib: f64,
+}
+
+/// The streams of one instance, when a run spread them over several.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct InstanceStreams {
+    /// `A`, `B`, … in the order the instances started.
+    pub instance: String,
+    pub streams: u64,
+    pub terminals: u64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+}
+
+/// The least, the median and the most of some times, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    pub count: usize,
+}
+
+impl Spread {
+    /// None when there are no values.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut values: Vec<f64> = values.into_iter().filter(|value| value.is_finite()).collect();
+        values.sort_by(f64::total_cmp);
+        Some(Spread {
+            min: *values.first()?,
+            median: median(values.iter().copied().map(Some))?,
+            max: *values.last()?,
+            count: values.len(),
+        })
+    }
 }
 
 impl RunReport {

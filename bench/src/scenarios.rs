@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::client::{self, Endpoint, EventStream, Opened};
 use crate::http2::Http2Connections;
 use crate::procfs;
-use crate::report::RunReport;
+use crate::report::{InstanceStreams, ProcessFigures, RunReport};
 use crate::server::{Server, Target};
 
 /// Settings every scenario shares.
@@ -73,12 +73,25 @@ struct Stats {
     late: u64,
     /// Earliest `updated_at` of a first live event (µs since the epoch).
     first_live_at: Option<i64>,
+    /// Per endpoint, when the streams are spread over several.
+    by_endpoint: Vec<EndpointStats>,
+}
+
+/// What the streams of one endpoint saw, when there are several.
+struct EndpointStats {
+    streams: u64,
+    terminals: u64,
+    latency: Histogram<u64>,
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 impl Stats {
-    fn new() -> Self {
+    fn new(endpoints: usize) -> Self {
         Stats {
-            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            latency: latency_histogram(),
             events: 0,
             streams: 0,
             refused: 0,
@@ -91,6 +104,17 @@ impl Stats {
             after_terminal: 0,
             late: 0,
             first_live_at: None,
+            by_endpoint: if endpoints > 1 {
+                (0..endpoints)
+                    .map(|_| EndpointStats {
+                        streams: 0,
+                        terminals: 0,
+                        latency: latency_histogram(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -103,9 +127,11 @@ impl Stats {
 }
 
 /// A run's shared state.
-struct Run {
-    endpoint: Endpoint,
-    /// The HTTP/2 connections streams share, when the run asked for them.
+pub(crate) struct Run {
+    /// Where streams go: stream number `i` to `endpoints[i % len]`.
+    endpoints: Vec<Endpoint>,
+    /// The HTTP/2 connections streams share, when the run asked for them
+    /// (one endpoint only).
     http2: Option<Http2Connections>,
     common: Common,
     stats: RefCell<Stats>,
@@ -124,14 +150,20 @@ struct Run {
 
 impl Run {
     fn new(endpoint: Endpoint, common: Common) -> Rc<Self> {
+        Run::spread(vec![endpoint], common)
+    }
+
+    /// A run whose streams are spread evenly over `endpoints`.
+    pub(crate) fn spread(endpoints: Vec<Endpoint>, common: Common) -> Rc<Self> {
         Rc::new(Run {
-            http2: common
-                .http2_connections
-                .map(|count| Http2Connections::new(endpoint.clone(), count)),
-            endpoint,
+            http2: match (common.http2_connections, endpoints.as_slice()) {
+                (Some(count), [endpoint]) => Some(Http2Connections::new(endpoint.clone(), count)),
+                _ => None,
+            },
+            stats: RefCell::new(Stats::new(endpoints.len())),
+            endpoints,
             connect_gate: Semaphore::new(common.connect_concurrency.max(1)),
             common,
-            stats: RefCell::new(Stats::new()),
             ready: Cell::new(0),
             ready_changed: Notify::new(),
             failed_to_start: Cell::new(0),
@@ -159,7 +191,7 @@ impl Run {
 
 /// How one stream should behave.
 #[derive(Clone, Debug)]
-struct Follow {
+pub(crate) struct Follow {
     path: String,
     last_event_id: Option<u64>,
     /// Leave (close the connection) at this time; none: read to the end.
@@ -172,10 +204,28 @@ struct Follow {
     keep_connection: bool,
 }
 
+impl Follow {
+    /// A job's stream (at `path`), read to its end, its connection kept.
+    pub(crate) fn job_to_end(path: String) -> Follow {
+        Follow {
+            path,
+            last_event_id: None,
+            leave_at: None,
+            job_stream: true,
+            keep_connection: true,
+        }
+    }
+}
+
 /// What one stream saw.
 #[derive(Debug, Default)]
-struct Seen {
-    terminal_at: Option<i64>,
+pub(crate) struct Seen {
+    /// The terminal state's `updated_at` (µs since the epoch).
+    pub(crate) terminal_at: Option<i64>,
+    /// When the terminal event was read (µs since the epoch).
+    pub(crate) terminal_received_at: Option<i64>,
+    /// The terminal state's error code, if it has one.
+    pub(crate) terminal_code: Option<String>,
     first_live_at: Option<i64>,
     left_early: bool,
     refused: bool,
@@ -189,15 +239,16 @@ struct Seen {
 }
 
 /// Reads one stream to its end (or until it leaves), checking it as it goes.
-async fn follow(run: Rc<Run>, how: Follow) -> Seen {
+pub(crate) async fn follow(run: Rc<Run>, how: Follow) -> Seen {
     let mut seen = Seen {
         to_end: how.job_stream && how.leave_at.is_none(),
         ..Seen::default()
     };
     let mut attempts = 0;
-    let (index, opened) = loop {
+    let (index, endpoint, opened) = loop {
         let index = run.next_connection.get();
         run.next_connection.set(index + 1);
+        let endpoint = index % run.endpoints.len();
         let _permit = run.connect_gate.acquire().await.expect("the gate is never closed");
         let opened = match &run.http2 {
             Some(connections) => {
@@ -207,8 +258,8 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
             }
             None => {
                 EventStream::open(
-                    &run.endpoint,
-                    index,
+                    &run.endpoints[endpoint],
+                    index / run.endpoints.len(),
                     &how.path,
                     how.last_event_id,
                     run.common.read_buffer,
@@ -225,7 +276,7 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
                 run.stats.borrow_mut().connect_retries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            opened => break (index, opened),
+            opened => break (index, endpoint, opened),
         }
     };
     let settle = || {
@@ -256,7 +307,13 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
             return seen;
         }
     };
-    run.stats.borrow_mut().streams += 1;
+    {
+        let mut stats = run.stats.borrow_mut();
+        stats.streams += 1;
+        if let Some(by_endpoint) = stats.by_endpoint.get_mut(endpoint) {
+            by_endpoint.streams += 1;
+        }
+    }
     let mut last_id: Option<u64> = None;
     let mut first = true;
     let mut terminals = 0u32;
@@ -287,7 +344,11 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
         } else {
             stats.events += 1;
             if let Some(updated_at) = updated_at {
-                stats.latency.saturating_record((now - updated_at).max(1) as u64);
+                let latency = (now - updated_at).max(1) as u64;
+                stats.latency.saturating_record(latency);
+                if let Some(by_endpoint) = stats.by_endpoint.get_mut(endpoint) {
+                    by_endpoint.latency.saturating_record(latency);
+                }
                 if let (Some(trace), 0) = (&run.trace, index % 100) {
                     use std::io::Write as _;
                     let _ = writeln!(
@@ -305,6 +366,8 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
         if terminal {
             terminals += 1;
             seen.terminal_at = updated_at;
+            seen.terminal_received_at = Some(now);
+            seen.terminal_code = error_code(event.data);
         }
     };
     let mut ended = false;
@@ -337,7 +400,11 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
     if how.job_stream && terminals > 0 {
         // Counted only for streams that meant to read to the end.
         if how.leave_at.is_none() {
-            run.stats.borrow_mut().terminals += 1;
+            let mut stats = run.stats.borrow_mut();
+            stats.terminals += 1;
+            if let Some(by_endpoint) = stats.by_endpoint.get_mut(endpoint) {
+                by_endpoint.terminals += 1;
+            }
         }
     } else if how.job_stream && !seen.left_early {
         run.stats
@@ -347,8 +414,14 @@ async fn follow(run: Rc<Run>, how: Follow) -> Seen {
     seen
 }
 
+/// The `code` of a job's `error` object, if the state has one.
+fn error_code(json: &[u8]) -> Option<String> {
+    let error = memchr::memmem::find(json, b"\"error\":{")?;
+    client::json_str(&json[error..], "code").map(|code| String::from_utf8_lossy(code).into_owned())
+}
+
 /// Creates a demo job; returns its id.
-async fn create_job(endpoint: &Endpoint, params: serde_json::Value) -> Result<String, String> {
+pub(crate) async fn create_job(endpoint: &Endpoint, params: serde_json::Value) -> Result<String, String> {
     let body = json!({ "kind": "demo", "params": params }).to_string();
     let response = client::request(endpoint, "POST", "/v1/jobs", Some(&body))
         .await
@@ -361,15 +434,21 @@ async fn create_job(endpoint: &Endpoint, params: serde_json::Value) -> Result<St
         .ok_or_else(|| format!("create answered no id: {}", response.text()))
 }
 
+/// A quantile of a latency histogram in milliseconds; none when it is empty.
+fn quantile_ms(latency: &Histogram<u64>, quantile: f64) -> Option<f64> {
+    (!latency.is_empty()).then(|| latency.value_at_quantile(quantile) as f64 / 1000.0)
+}
+
+/// The highest latency in milliseconds; none when there is none.
+fn max_ms(latency: &Histogram<u64>) -> Option<f64> {
+    (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0)
+}
+
 pub(crate) fn fill_latency(report: &mut RunReport, latency: &Histogram<u64>) {
-    if latency.is_empty() {
-        return;
-    }
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    report.latency_p50_ms = Some(ms(latency.value_at_quantile(0.50)));
-    report.latency_p95_ms = Some(ms(latency.value_at_quantile(0.95)));
-    report.latency_p99_ms = Some(ms(latency.value_at_quantile(0.99)));
-    report.latency_max_ms = Some(ms(latency.max()));
+    report.latency_p50_ms = quantile_ms(latency, 0.50);
+    report.latency_p95_ms = quantile_ms(latency, 0.95);
+    report.latency_p99_ms = quantile_ms(latency, 0.99);
+    report.latency_max_ms = max_ms(latency);
 }
 
 /// Copies the shared counters into the report.
@@ -390,6 +469,19 @@ fn fill_stats(report: &mut RunReport, run: &Run) {
     report.after_terminal = stats.after_terminal;
     report.late_subscribers = stats.late;
     fill_latency(report, &stats.latency);
+    report.instances = stats
+        .by_endpoint
+        .iter()
+        .zip('A'..)
+        .map(|(endpoint, name)| InstanceStreams {
+            instance: name.to_string(),
+            streams: endpoint.streams,
+            terminals: endpoint.terminals,
+            latency_p50_ms: quantile_ms(&endpoint.latency, 0.50),
+            latency_p99_ms: quantile_ms(&endpoint.latency, 0.99),
+            latency_max_ms: max_ms(&endpoint.latency),
+        })
+        .collect();
     report.failures.extend(stats.error_samples.iter().cloned());
 }
 
@@ -435,65 +527,80 @@ pub struct Fanout {
     pub min_interval_ms: Option<u64>,
 }
 
-pub async fn fanout(server: &Server, target: Target, spec: &Fanout, common: &Common) -> RunReport {
-    let started = Instant::now();
-    let mut report = RunReport {
-        scenario: "fanout".to_owned(),
-        label: format!("fanout-{}x{}@{}ms", spec.subscribers, spec.steps, spec.step_ms),
-        target: target.name().to_owned(),
-        subscribers: spec.subscribers,
-        jobs: 1,
-        steps: spec.steps,
-        step_ms: spec.step_ms,
-        min_interval_ms: spec.min_interval_ms,
-        load_average: procfs::load_average(),
-        ..RunReport::default()
-    };
-    if let Some(ms) = spec.min_interval_ms {
-        report.label.push_str(&format!("-paced{ms}ms"));
-    }
-    let delay_ms = spec.delay_ms.unwrap_or(1000 + spec.subscribers as u64 / 2);
-    let params = json!({
-        "stages": [{ "name": "work", "weight": 1.0, "steps": spec.steps }],
-        "step_ms": spec.step_ms,
-        "delay_ms": delay_ms,
-    });
-    let id = match create_job(&server.endpoint, params).await {
-        Ok(id) => id,
-        Err(error) => {
-            report.failures.push(error);
-            return report;
+/// A scenario of jobs created up front and streams read to their ends:
+/// fan-out and many jobs, on one server or spread over several instances.
+pub(crate) trait StreamsScenario {
+    /// The report a run starts with.
+    fn report(&self, target: Target) -> RunReport;
+    /// Creates the jobs on `endpoint`, their first steps held back by
+    /// `extra_delay` more than one server needs for its streams to connect.
+    async fn create(&self, endpoint: &Endpoint, extra_delay: Duration) -> Result<Created, String>;
+    /// Starts the streams on the jobs, spread over the run's endpoints.
+    fn watch(&self, run: &Rc<Run>, ids: &[String]) -> Vec<JoinHandle<Seen>>;
+    /// What is left once the streams ended: the jobs' duration, CPU per
+    /// event, the invariants and the wall time.
+    fn finish(&self, report: &mut RunReport, run: &Run, seen: &[Seen], started: Instant);
+}
+
+/// The jobs a scenario created, and when the first one's delay ends.
+pub(crate) struct Created {
+    pub(crate) ids: Vec<String>,
+    pub(crate) delay_ends: Instant,
+}
+
+impl StreamsScenario for Fanout {
+    fn report(&self, target: Target) -> RunReport {
+        let mut report = RunReport {
+            scenario: "fanout".to_owned(),
+            label: format!("fanout-{}x{}@{}ms", self.subscribers, self.steps, self.step_ms),
+            target: target.name().to_owned(),
+            subscribers: self.subscribers,
+            jobs: 1,
+            steps: self.steps,
+            step_ms: self.step_ms,
+            min_interval_ms: self.min_interval_ms,
+            load_average: procfs::load_average(),
+            ..RunReport::default()
+        };
+        if let Some(ms) = self.min_interval_ms {
+            report.label.push_str(&format!("-paced{ms}ms"));
         }
-    };
-    let delay_ends = Instant::now() + Duration::from_millis(delay_ms);
-    report.rss_before_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
-    let mut path = format!("/v1/jobs/{id}/events");
-    if let Some(ms) = spec.min_interval_ms {
-        path.push_str(&format!("?min_interval_ms={ms}"));
+        report
     }
-    let run = Run::new(server.endpoint.clone(), common.clone());
-    let handles: Vec<_> = (0..spec.subscribers)
-        .map(|_| {
-            tokio::task::spawn_local(follow(
-                run.clone(),
-                Follow {
-                    path: path.clone(),
-                    last_event_id: None,
-                    leave_at: None,
-                    job_stream: true,
-                    keep_connection: true,
-                },
-            ))
+
+    async fn create(&self, endpoint: &Endpoint, extra_delay: Duration) -> Result<Created, String> {
+        let delay_ms = self.delay_ms.unwrap_or(1000 + self.subscribers as u64 / 2) + extra_delay.as_millis() as u64;
+        let params = json!({
+            "stages": [{ "name": "work", "weight": 1.0, "steps": self.steps }],
+            "step_ms": self.step_ms,
+            "delay_ms": delay_ms,
+        });
+        let id = create_job(endpoint, params).await?;
+        Ok(Created {
+            ids: vec![id],
+            delay_ends: Instant::now() + Duration::from_millis(delay_ms),
         })
-        .collect();
-    let seen = follow_to_end(&mut report, server, &run, handles, delay_ends).await;
-    let first_live_at = run.stats.borrow().first_live_at;
-    let terminal_at = seen.iter().filter_map(|seen| seen.terminal_at).max();
-    if let (Some(first), Some(last)) = (first_live_at, terminal_at) {
-        report.job_duration_s = Some((last - first) as f64 / 1e6);
     }
-    finish_streams_run(&mut report, started);
-    report
+
+    fn watch(&self, run: &Rc<Run>, ids: &[String]) -> Vec<JoinHandle<Seen>> {
+        let mut path = format!("/v1/jobs/{}/events", ids[0]);
+        if let Some(ms) = self.min_interval_ms {
+            path.push_str(&format!("?min_interval_ms={ms}"));
+        }
+        let how = Follow::job_to_end(path);
+        (0..self.subscribers)
+            .map(|_| tokio::task::spawn_local(follow(run.clone(), how.clone())))
+            .collect()
+    }
+
+    fn finish(&self, report: &mut RunReport, run: &Run, seen: &[Seen], started: Instant) {
+        let first_live_at = run.stats.borrow().first_live_at;
+        let terminal_at = seen.iter().filter_map(|seen| seen.terminal_at).max();
+        if let (Some(first), Some(last)) = (first_live_at, terminal_at) {
+            report.job_duration_s = Some((last - first) as f64 / 1e6);
+        }
+        finish_streams_run(report, started);
+    }
 }
 
 /// Many jobs: `jobs` jobs with one stream each.
@@ -506,81 +613,102 @@ pub struct ManyJobs {
     pub delay_ms: Option<u64>,
 }
 
-pub async fn many_jobs(server: &Server, target: Target, spec: &ManyJobs, common: &Common) -> RunReport {
-    let started = Instant::now();
-    let mut report = RunReport {
-        scenario: "many-jobs".to_owned(),
-        label: format!("jobs-{}x{}@{}ms", spec.jobs, spec.steps, spec.step_ms),
-        target: target.name().to_owned(),
-        subscribers: spec.jobs,
-        jobs: spec.jobs,
-        steps: spec.steps,
-        step_ms: spec.step_ms,
-        load_average: procfs::load_average(),
-        ..RunReport::default()
-    };
-    let base_delay = spec.delay_ms.unwrap_or(1500 + 2 * spec.jobs as u64);
-    let first_created = Instant::now();
-    let mut ids = Vec::with_capacity(spec.jobs);
-    for index in 0..spec.jobs {
-        // Every job's steps start at the same (creation-relative) time, plus
-        // an offset spreading them evenly over one step period.
-        let elapsed = first_created.elapsed().as_millis() as u64;
-        let offset = if spec.step_ms > 0 {
-            (index as u64 * spec.step_ms) / spec.jobs.max(1) as u64
-        } else {
-            0
-        };
-        let delay_ms = base_delay.saturating_sub(elapsed) + offset;
-        let params = json!({
-            "stages": [{ "name": "work", "weight": 1.0, "steps": spec.steps }],
-            "step_ms": spec.step_ms,
-            "delay_ms": delay_ms,
-        });
-        match create_job(&server.endpoint, params).await {
-            Ok(id) => ids.push(id),
-            Err(error) => {
-                report.failures.push(error);
-                return report;
-            }
+impl StreamsScenario for ManyJobs {
+    fn report(&self, target: Target) -> RunReport {
+        RunReport {
+            scenario: "many-jobs".to_owned(),
+            label: format!("jobs-{}x{}@{}ms", self.jobs, self.steps, self.step_ms),
+            target: target.name().to_owned(),
+            subscribers: self.jobs,
+            jobs: self.jobs,
+            steps: self.steps,
+            step_ms: self.step_ms,
+            load_average: procfs::load_average(),
+            ..RunReport::default()
         }
     }
+
+    async fn create(&self, endpoint: &Endpoint, extra_delay: Duration) -> Result<Created, String> {
+        let base_delay = self.delay_ms.unwrap_or(1500 + 2 * self.jobs as u64) + extra_delay.as_millis() as u64;
+        let first_created = Instant::now();
+        let mut ids = Vec::with_capacity(self.jobs);
+        for index in 0..self.jobs {
+            // Every job's steps start at the same (creation-relative) time, plus
+            // an offset spreading them evenly over one step period.
+            let elapsed = first_created.elapsed().as_millis() as u64;
+            let offset = if self.step_ms > 0 {
+                (index as u64 * self.step_ms) / self.jobs.max(1) as u64
+            } else {
+                0
+            };
+            let delay_ms = base_delay.saturating_sub(elapsed) + offset;
+            let params = json!({
+                "stages": [{ "name": "work", "weight": 1.0, "steps": self.steps }],
+                "step_ms": self.step_ms,
+                "delay_ms": delay_ms,
+            });
+            ids.push(create_job(endpoint, params).await?);
+        }
+        Ok(Created {
+            ids,
+            delay_ends: first_created + Duration::from_millis(base_delay),
+        })
+    }
+
+    fn watch(&self, run: &Rc<Run>, ids: &[String]) -> Vec<JoinHandle<Seen>> {
+        ids.iter()
+            .map(|id| {
+                tokio::task::spawn_local(follow(run.clone(), Follow::job_to_end(format!("/v1/jobs/{id}/events"))))
+            })
+            .collect()
+    }
+
+    fn finish(&self, report: &mut RunReport, _run: &Run, seen: &[Seen], started: Instant) {
+        let durations = seen
+            .iter()
+            .filter_map(|seen| match (seen.first_live_at, seen.terminal_at) {
+                (Some(first), Some(last)) => Some(Some((last - first) as f64 / 1e6)),
+                _ => None,
+            });
+        report.job_duration_s = crate::report::median(durations);
+        finish_streams_run(report, started);
+    }
+}
+
+/// Runs a fan-out or many-jobs scenario against one server.
+pub(crate) async fn streams_on_one_server(
+    server: &Server,
+    target: Target,
+    spec: &impl StreamsScenario,
+    common: &Common,
+) -> RunReport {
+    let started = Instant::now();
+    let mut report = spec.report(target);
+    let created = match spec.create(&server.endpoint, Duration::ZERO).await {
+        Ok(created) => created,
+        Err(error) => {
+            report.failures.push(error);
+            return report;
+        }
+    };
     report.rss_before_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
     let run = Run::new(server.endpoint.clone(), common.clone());
-    let handles: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            tokio::task::spawn_local(follow(
-                run.clone(),
-                Follow {
-                    path: format!("/v1/jobs/{id}/events"),
-                    last_event_id: None,
-                    leave_at: None,
-                    job_stream: true,
-                    keep_connection: true,
-                },
-            ))
-        })
-        .collect();
-    let delay_ends = first_created + Duration::from_millis(base_delay);
-    let seen = follow_to_end(&mut report, server, &run, handles, delay_ends).await;
-    let durations = seen
-        .iter()
-        .filter_map(|seen| match (seen.first_live_at, seen.terminal_at) {
-            (Some(first), Some(last)) => Some(Some((last - first) as f64 / 1e6)),
-            _ => None,
-        });
-    report.job_duration_s = crate::report::median(durations);
-    finish_streams_run(&mut report, started);
+    let handles = spec.watch(&run, &created.ids);
+    let seen = follow_to_end(&mut report, server, &run, handles, created.delay_ends).await;
+    spec.finish(&mut report, &run, &seen, started);
     report
 }
 
-/// The part of a fan-out or many-jobs run after its streams are started:
-/// waits until every stream has its snapshot (failing the run if some do
-/// not by 30 s after the job's delay ends), then until every stream ends
-/// (given three times the job's nominal length, plus a minute), and takes
-/// the server's CPU, waiting and memory over that time, and the streams'
-/// statistics.
+/// A process of the server side, named, whose CPU, waiting and memory a
+/// run measures.
+pub(crate) struct ServerProcess {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+}
+
+/// The part of a fan-out or many-jobs run on one server after its streams
+/// are started: [`streams_ready`], then [`streams_end`] by the job's
+/// [`end_deadline`].
 async fn follow_to_end(
     report: &mut RunReport,
     server: &Server,
@@ -588,24 +716,79 @@ async fn follow_to_end(
     handles: Vec<JoinHandle<Seen>>,
     delay_ends: Instant,
 ) -> Vec<Seen> {
-    let streams = handles.len();
+    let ready_at = streams_ready(report, run, handles.len(), delay_ends).await;
+    let deadline = end_deadline(report, delay_ends);
+    let processes = [ServerProcess {
+        name: "jobcast".to_owned(),
+        pid: server.pid,
+    }];
+    streams_end(report, &processes, run, handles, deadline, ready_at).await
+}
+
+/// Waits until every one of `streams` has its snapshot, failing the run if
+/// some do not by 30 s after the job's delay ends; answers when they were
+/// ready (µs since the epoch).
+pub(crate) async fn streams_ready(report: &mut RunReport, run: &Run, streams: usize, delay_ends: Instant) -> i64 {
     let all_ready = run.wait_ready(streams, delay_ends + Duration::from_secs(30)).await;
-    let ready_at = client::now_micros();
     if !all_ready {
         report
             .failures
             .push(format!("only {} of {} streams connected", run.ready.get(), streams));
     }
-    let cpu_before = procfs::cpu_seconds(server.pid).unwrap_or(0.0);
+    client::now_micros()
+}
+
+/// When the streams of a fan-out or many-jobs run must have ended: three
+/// times the job's nominal length after its delay, plus a minute.
+pub(crate) fn end_deadline(report: &RunReport, delay_ends: Instant) -> Instant {
+    delay_ends + Duration::from_millis(report.steps * report.step_ms.max(1) * 3) + Duration::from_secs(60)
+}
+
+/// The part of a run after its streams are ready: waits until every stream
+/// ends (those still open at `deadline` are closed), and takes the server
+/// side's CPU, waiting and memory over that time (summed over its
+/// processes, and each one's when there are several), and the streams'
+/// statistics.
+pub(crate) async fn streams_end(
+    report: &mut RunReport,
+    processes: &[ServerProcess],
+    run: &Run,
+    handles: Vec<JoinHandle<Seen>>,
+    deadline: Instant,
+    ready_at: i64,
+) -> Vec<Seen> {
+    let streams = handles.len();
+    let usage = |process: &ServerProcess| {
+        (
+            procfs::cpu_seconds(process.pid).unwrap_or(0.0),
+            procfs::run_delay_seconds(process.pid).unwrap_or(0.0),
+        )
+    };
+    let before: Vec<(f64, f64)> = processes.iter().map(usage).collect();
     let client_cpu_before = own_cpu();
-    let wait_before = procfs::run_delay_seconds(server.pid).unwrap_or(0.0);
-    let job_time = Duration::from_millis(report.steps * report.step_ms.max(1) * 3);
-    let seen = join_all(handles, delay_ends + job_time + Duration::from_secs(60)).await;
-    report.server_cpu_s = procfs::cpu_seconds(server.pid).unwrap_or(0.0) - cpu_before;
+    let seen = join_all(handles, deadline).await;
     report.client_cpu_s = own_cpu() - client_cpu_before;
-    report.server_wait_s = procfs::run_delay_seconds(server.pid).unwrap_or(0.0) - wait_before;
-    report.peak_rss_mib = mib(procfs::peak_rss_bytes(server.pid).unwrap_or(0));
-    report.rss_after_mib = mib(procfs::rss_bytes(server.pid).unwrap_or(0));
+    let figures: Vec<ProcessFigures> = processes
+        .iter()
+        .zip(before)
+        .map(|(process, (cpu_before, wait_before))| {
+            let (cpu, wait) = usage(process);
+            ProcessFigures {
+                name: process.name.clone(),
+                cpu_s: cpu - cpu_before,
+                wait_s: wait - wait_before,
+                peak_rss_mib: mib(procfs::peak_rss_bytes(process.pid).unwrap_or(0)),
+                rss_after_mib: mib(procfs::rss_bytes(process.pid).unwrap_or(0)),
+            }
+        })
+        .collect();
+    report.server_cpu_s = figures.iter().map(|process| process.cpu_s).sum();
+    report.server_wait_s = figures.iter().map(|process| process.wait_s).sum();
+    report.peak_rss_mib = figures.iter().map(|process| process.peak_rss_mib).sum();
+    report.rss_after_mib = figures.iter().map(|process| process.rss_after_mib).sum();
+    if figures.len() > 1 {
+        report.processes = figures;
+    }
     report.terminal_expected = streams as u64;
     fill_stats(report, run);
     report.slack_ms = run
@@ -667,13 +850,7 @@ pub async fn idle(server: &Server, target: Target, spec: &Idle, common: &Common)
     // A few streams first, so that what every connection needs once (buffers
     // and tables sized on first use) is in the baseline, not per stream.
     let run = Run::new(server.endpoint.clone(), common.clone());
-    let follow_spec = Follow {
-        path: format!("/v1/jobs/{id}/events"),
-        last_event_id: None,
-        leave_at: None,
-        job_stream: true,
-        keep_connection: true,
-    };
+    let follow_spec = Follow::job_to_end(format!("/v1/jobs/{id}/events"));
     const WARM: usize = 16;
     let mut handles: Vec<_> = (0..WARM)
         .map(|_| tokio::task::spawn_local(follow(run.clone(), follow_spec.clone())))

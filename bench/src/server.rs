@@ -1,15 +1,18 @@
 //! Starts the server under test as a child process pinned to one core
 //! (`taskset -c CORE`), waits until it answers, and stops it. Knows each
 //! target's flags: jobcast takes its own settings; the baselines take only
-//! `--listen`. Each jobcast server keeps its jobs where `--store` says:
-//! in memory, or in an SQLite file of its own in a fresh temporary
-//! directory, removed (with its `-wal` and `-shm`) when the server stops.
+//! `--listen`. Each jobcast server keeps its jobs where `--store` says: in
+//! memory, in an SQLite file of its own in a fresh temporary directory
+//! (removed, with its `-wal` and `-shm`, when the server stops), or in a
+//! Redis server it shares with other instances ([`crate::redis`] starts
+//! that one).
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Endpoint};
@@ -46,7 +49,7 @@ impl fmt::Display for Target {
     }
 }
 
-/// Where a jobcast server under test keeps its jobs.
+/// Where the jobcast servers under test keep their jobs (`--store`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StoreKind {
@@ -55,6 +58,12 @@ pub enum StoreKind {
     Memory,
     /// `--store sqlite:FILE`, a fresh file per server.
     Sqlite,
+    /// `--store redis://…`: a `redis-server` of the tool's own, and two
+    /// jobcast instances on it (fan-out and instance-lost only).
+    Redis,
+    /// No `--store` flag: for a jobcast from before the flag existed, which
+    /// kept its jobs in memory.
+    Unset,
 }
 
 impl StoreKind {
@@ -62,8 +71,22 @@ impl StoreKind {
         match self {
             StoreKind::Memory => "memory",
             StoreKind::Sqlite => "sqlite",
+            StoreKind::Redis => "redis",
+            StoreKind::Unset => "unset",
         }
     }
+}
+
+/// Where one jobcast server keeps its jobs, as it is started.
+#[derive(Clone, Debug)]
+pub enum StoreAt {
+    Memory,
+    /// A fresh SQLite file in a temporary directory of its own.
+    FreshSqlite,
+    /// The Redis server at this URL, shared with the other instances.
+    Redis(String),
+    /// No `--store` flag.
+    Unset,
 }
 
 /// How to start one server.
@@ -76,15 +99,107 @@ pub struct Launch {
     /// Flags for jobcast only (ignored for the baselines).
     pub jobcast_args: Vec<String>,
     /// jobcast's store (ignored for the baselines).
-    pub store: StoreKind,
+    pub store: StoreAt,
     /// Where the server's output goes; none: discarded.
     pub log: Option<PathBuf>,
     /// The credential to send as `Authorization: Bearer`, if any.
     pub bearer: Option<String>,
 }
 
-pub struct Server {
+/// A child process the tool started: a server under test or Redis.
+pub(crate) struct Process {
     child: Child,
+    /// The process's id: taskset execs the program, so the child's pid is
+    /// the program's.
+    pub pid: u32,
+}
+
+impl Process {
+    /// Starts `binary` with `args`, pinned to `core` when taskset is there,
+    /// its output appended to `log` (default: discarded).
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: &[String],
+        core: Option<usize>,
+        log: Option<&Path>,
+    ) -> io::Result<Process> {
+        let mut command = match core {
+            Some(core) if Path::new("/usr/bin/taskset").exists() || which("taskset") => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(core.to_string()).arg(binary);
+                command
+            }
+            _ => Command::new(binary),
+        };
+        command.args(args).stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe, and only sets a flag of the
+        // new process: it is killed if the tool dies first (a Ctrl-C, a
+        // kill), rather than left running with its port and files.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        match log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                command.stdout(file.try_clone()?).stderr(file);
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = command.spawn()?;
+        let pid = child.id();
+        Ok(Process { child, pid })
+    }
+
+    /// The exit status, once the process has exited.
+    pub(crate) fn exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL if it lingers; nothing if
+    /// it has ended already (its pid may be another process's by now).
+    pub(crate) async fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: signals our own child by its pid, which it still holds
+        // (not yet reaped).
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+    }
+
+    /// `kill -9`, and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+pub struct Server {
+    process: Process,
     pub pid: u32,
     pub endpoint: Endpoint,
     /// The SQLite database's directory, when the server has one.
@@ -94,7 +209,7 @@ pub struct Server {
 /// The database file's name in its directory.
 const DATABASE: &str = "jobs.db";
 
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -105,56 +220,40 @@ impl Server {
         let mut database_dir = None;
         if launch.target == Target::Jobcast {
             args.extend(["--log".to_owned(), "warn".to_owned()]);
-            let store = match launch.store {
-                StoreKind::Memory => "memory".to_owned(),
-                StoreKind::Sqlite => {
+            let store = match &launch.store {
+                StoreAt::Memory => Some("memory".to_owned()),
+                StoreAt::FreshSqlite => {
                     let dir =
                         std::env::temp_dir().join(format!("jobcast-bench-{}-{}", std::process::id(), addr.port()));
                     std::fs::create_dir_all(&dir)?;
                     let store = format!("sqlite:{}", dir.join(DATABASE).display());
                     database_dir = Some(dir);
-                    store
+                    Some(store)
                 }
+                StoreAt::Redis(url) => Some(url.clone()),
+                StoreAt::Unset => None,
             };
-            args.extend(["--store".to_owned(), store]);
+            if let Some(store) = store {
+                args.extend(["--store".to_owned(), store]);
+            }
             args.extend(launch.jobcast_args.iter().cloned());
         }
-        let mut command = match launch.core {
-            Some(core) if Path::new("/usr/bin/taskset").exists() || which("taskset") => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(core.to_string()).arg(&launch.binary);
-                command
-            }
-            _ => Command::new(&launch.binary),
-        };
-        command.args(&args).stdin(Stdio::null());
-        match &launch.log {
-            Some(path) => {
-                let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                command.stdout(file.try_clone()?).stderr(file);
-            }
-            None => {
-                command.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-        }
-        let child = match command.spawn() {
-            Ok(child) => child,
+        let process = match Process::spawn(&launch.binary, &args, launch.core, launch.log.as_deref()) {
+            Ok(process) => process,
             Err(error) => {
                 remove_database(database_dir.as_deref());
                 return Err(error);
             }
         };
-        // taskset execs the server, so the child's pid is the server's.
-        let pid = child.id();
         let mut server = Server {
-            child,
-            pid,
+            pid: process.pid,
+            process,
             endpoint: Endpoint::new(addr, 1),
             database_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(status) = server.child.try_wait()? {
+            if let Some(status) = server.process.exited()? {
                 return Err(io::Error::other(format!("{} exited at start: {status}", launch.target)));
             }
             if let Ok(response) = client::request(&server.endpoint, "GET", "/healthz", None).await {
@@ -163,7 +262,7 @@ impl Server {
                 }
             }
             if Instant::now() > deadline {
-                server.kill();
+                server.process.kill();
                 return Err(io::Error::other(format!("{} did not answer /healthz", launch.target)));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -182,31 +281,20 @@ impl Server {
 
     /// Stops the server: SIGTERM, then SIGKILL if it lingers.
     pub async fn stop(mut self) {
-        // SAFETY: signals our own child by its pid, which it still holds
-        // (not yet reaped).
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.kill();
+        self.process.stop().await;
     }
 
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// `kill -9`: the server dies at once, as in a crash.
+    pub fn kill(&mut self) {
+        self.process.kill();
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.kill();
+        // Stopped before its files go.
+        if let Ok(None) = self.process.exited() {
+            self.process.kill();
         }
         remove_database(self.database_dir.as_deref());
     }

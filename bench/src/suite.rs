@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::creates::{self, Creates};
+use crate::instances::{self, InstanceLost};
 use crate::plot::{self, Series};
+use crate::redis::RedisSettings;
 use crate::report::{self, median_of, RunReport};
 use crate::scenarios::{self, Churn, Common, Fanout, Idle, ManyJobs};
-use crate::server::{Launch, Server, StoreKind, Target};
+use crate::server::{Launch, Server, StoreAt, StoreKind, Target};
 
 /// One scenario with its settings.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub enum Plan {
     Idle(Idle),
     Churn(Churn),
     Creates(Creates),
+    /// On Redis only.
+    InstanceLost(InstanceLost),
 }
 
 impl Plan {
@@ -53,6 +57,8 @@ impl Plan {
                 flag("--retention", format!("{}s", spec.retention_s));
                 flag("--max-running", "256".to_owned());
             }
+            // Its flags follow its lease and counts: set where it runs.
+            Plan::InstanceLost(_) => {}
             Plan::Creates(spec) => {
                 flag("--max-queued", spec.creates.max(10_000).to_string());
                 if let Some(seconds) = spec.retention_s {
@@ -83,6 +89,8 @@ pub struct Environment {
     pub bearer: Option<String>,
     /// Where jobcast keeps its jobs.
     pub store: StoreKind,
+    /// How the tool runs its Redis, with `--store redis`.
+    pub redis: RedisSettings,
     pub common: Common,
     /// Every run's JSON line is appended here too.
     pub json_out: Option<PathBuf>,
@@ -105,27 +113,34 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
             .unwrap_or_else(|| env.bin_dir.join(target.binary())),
         core: env.server_core,
         jobcast_args,
-        store: env.store,
+        store: match env.store {
+            StoreKind::Memory => StoreAt::Memory,
+            StoreKind::Sqlite => StoreAt::FreshSqlite,
+            // Each instance is given its Redis's URL as it starts.
+            StoreKind::Unset | StoreKind::Redis => StoreAt::Unset,
+        },
         log: env.server_log.clone(),
         bearer: env.bearer.clone(),
     };
-    let mut report = match Server::start(&launch, env.source_ips).await {
-        Ok(server) => {
-            let report = match plan {
-                Plan::Fanout(spec, _) => scenarios::fanout(&server, target, spec, &env.common).await,
-                Plan::ManyJobs(spec) => scenarios::many_jobs(&server, target, spec, &env.common).await,
-                Plan::Idle(spec) => scenarios::idle(&server, target, spec, &env.common).await,
-                Plan::Churn(spec) => scenarios::churn(&server, target, spec, &env.common).await,
-                Plan::Creates(spec) => creates::creates(&server, target, spec).await,
-            };
-            server.stop().await;
-            report
+    let on_redis = env.store == StoreKind::Redis && target == Target::Jobcast;
+    let mut report = match plan {
+        Plan::Fanout(spec, _) if on_redis => {
+            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, &env.redis).await
         }
-        Err(error) => RunReport {
+        Plan::ManyJobs(spec) if on_redis => {
+            instances::streams_on_two(&launch, env.source_ips, spec, &env.common, &env.redis).await
+        }
+        Plan::InstanceLost(spec) if on_redis => {
+            instances::instance_lost(&launch, env.source_ips, spec, &env.common, &env.redis).await
+        }
+        _ if on_redis || matches!(plan, Plan::InstanceLost(_)) => RunReport {
             target: target.name().to_owned(),
-            failures: vec![format!("server {}: {error}", launch.binary.display())],
+            failures: vec![
+                "--store redis runs fanout, many-jobs and instance-lost, and instance-lost needs it".to_owned(),
+            ],
             ..RunReport::default()
         },
+        _ => run_single(&launch, env, target, plan).await,
     };
     if target == Target::Jobcast {
         report.store = Some(env.store.name().to_owned());
@@ -152,6 +167,29 @@ pub async fn run_one(env: &Environment, target: Target, plan: &Plan) -> RunRepor
     // Give the kernel a moment to tear down the last run's sockets.
     tokio::time::sleep(Duration::from_millis(500)).await;
     report
+}
+
+/// One scenario against one fresh server.
+async fn run_single(launch: &Launch, env: &Environment, target: Target, plan: &Plan) -> RunReport {
+    match Server::start(launch, env.source_ips).await {
+        Ok(server) => {
+            let report = match plan {
+                Plan::Fanout(spec, _) => scenarios::streams_on_one_server(&server, target, spec, &env.common).await,
+                Plan::ManyJobs(spec) => scenarios::streams_on_one_server(&server, target, spec, &env.common).await,
+                Plan::Idle(spec) => scenarios::idle(&server, target, spec, &env.common).await,
+                Plan::Churn(spec) => scenarios::churn(&server, target, spec, &env.common).await,
+                Plan::Creates(spec) => creates::creates(&server, target, spec).await,
+                Plan::InstanceLost(_) => unreachable!("run_one runs instance-lost on Redis only"),
+            };
+            server.stop().await;
+            report
+        }
+        Err(error) => RunReport {
+            target: target.name().to_owned(),
+            failures: vec![format!("server {}: {error}", launch.binary.display())],
+            ..RunReport::default()
+        },
+    }
 }
 
 /// The suite's shape.
