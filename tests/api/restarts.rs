@@ -293,6 +293,11 @@ async fn a_clean_shutdown_ends_running_jobs_before_exit_and_the_end_is_kept() {
     assert_eq!(ended.event, "failed");
     assert_eq!(ended.data["error"]["code"], "shutdown");
     assert_eq!(ended.data["error"]["retryable"], true);
+    let wal = std::fs::metadata(format!("{}-wal", server.database().display()));
+    assert!(
+        wal.is_err() || wal.is_ok_and(|wal| wal.len() == 0),
+        "a clean stop leaves the whole database in its file, the WAL empty"
+    );
     server.launch().await;
     assert_eq!(server.api.get_job(&id).await, ended.data);
     let resumed = server

@@ -11,12 +11,16 @@
 //! - every other state is published at once and written behind, coalesced
 //!   to the newest per job; a change of status (a job starting) without
 //!   waiting for the writer's pause;
-//! - retention deletes rows, and the file's freed pages go back.
+//! - retention deletes rows, and the file's freed pages go back;
+//! - the WAL is copied into the database by a thread of its own
+//!   (`checkpoint.rs`), never by the writer; the last connection to close
+//!   (at a clean stop) empties it.
 //!
 //! A state committed but not yet numbered when the process died keeps event
 //! id 0 and is numbered anew at the next start, above every earlier id, so a
 //! client resuming `/v1/events` from before the crash is sent it.
 
+mod checkpoint;
 pub mod schema;
 mod writer;
 
@@ -33,12 +37,15 @@ use super::{
     MAX_UNSTORED_STATES,
 };
 use crate::jobs::{JobId, JobStatus};
+use checkpoint::Checkpointer;
 pub use schema::OpenError;
 use writer::{Row, Writer};
 
 pub struct SqliteStore {
     memory: MemoryStore,
     writer: Writer,
+    /// Stopped after the writer (fields drop in order).
+    _checkpointer: Checkpointer,
     /// The stored jobs' secrets, until the engine takes them at start.
     restored_secrets: Mutex<HashMap<JobId, Arc<JobSecrets>>>,
 }
@@ -86,12 +93,14 @@ impl SqliteStore {
             schema::set_meta(&connection, "first_event_id", first).map_err(sqlite)?;
         }
         let writer = Writer::start(connection, stored_seqs).map_err(OpenError::Writer)?;
+        let checkpointer = Checkpointer::start(path)?;
         for published in renumbered {
             writer.write_behind(Row::of(&published));
         }
         Ok(SqliteStore {
             memory,
             writer,
+            _checkpointer: checkpointer,
             restored_secrets: Mutex::new(restored_secrets),
         })
     }

@@ -84,12 +84,14 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     Ok(connection)
 }
 
-/// Settings of every connection: WAL, so that a commit survives a crash of
-/// the process without a sync per commit (`synchronous = NORMAL`; an OS
-/// crash or power loss may lose the last commits, never the file).
+/// Settings of the writer's connection: WAL, so that a commit survives a
+/// crash of the process without a sync per commit (`synchronous = NORMAL`;
+/// an OS crash or power loss may lose the last commits, never the file),
+/// and no checkpoints on the way of commits (see `super::checkpoint`).
 fn configure(connection: &Connection) -> rusqlite::Result<()> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(())
 }
 

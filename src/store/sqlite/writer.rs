@@ -11,8 +11,10 @@
 //! rows nobody waits for gather for [`BEHIND_PAUSE`] after they were last
 //! all written (unless a flush wants them), so that many jobs publishing
 //! often cost one row each per pause, not one per state, and are then
-//! written at most [`BEHIND_CHUNK`] to a batch, so that a commit never
-//! waits behind a thousand jobs' progress. Handing work over wakes the
+//! written at most [`BEHIND_CHUNK`] to a batch, only while no urgent work
+//! waits, so that a commit never waits behind a thousand jobs' progress
+//! (and a burst of commits, such as many jobs ending together, is not
+//! slowed by their progress rows). Handing work over wakes the
 //! writer only when it was idle or the work is urgent. Each batch is one
 //! transaction; every row is an upsert that never replaces a newer state, so
 //! the order of work within a batch does not matter. After a batch that
@@ -48,8 +50,8 @@ const BEHIND_PAUSE: Duration = Duration::from_secs(1);
 /// Pages given back per batch that removed jobs.
 const VACUUM_PAGES: u32 = 256;
 /// Most rows written behind in one batch: urgent work waits for at most
-/// one such batch (about a millisecond), however many jobs publish.
-const BEHIND_CHUNK: usize = 128;
+/// one such batch (about half a millisecond), however many jobs publish.
+const BEHIND_CHUNK: usize = 64;
 
 /// One job's state as a row.
 #[derive(Clone)]
@@ -144,8 +146,11 @@ impl Work {
     }
 
     /// The part of the pending work the next batch writes: everything when
-    /// a flush or the close wants it, else the urgent work and, once
-    /// `behind_due`, at most [`BEHIND_CHUNK`] rows written behind.
+    /// a flush or the close wants it; else the urgent work if there is any;
+    /// else, once `behind_due`, at most [`BEHIND_CHUNK`] rows written
+    /// behind. Urgent work never waits for more than one chunk, and rows
+    /// written behind wait while urgent work keeps coming (a burst of
+    /// commits), which bounds them by the number of jobs, not by time.
     fn take_batch(&mut self, behind_due: bool) -> Work {
         if !self.flushes.is_empty() || self.closing {
             let batch = mem::take(self);
@@ -160,17 +165,14 @@ impl Work {
             horizon: self.horizon.take(),
             ..Work::default()
         };
-        if behind_due {
+        if behind_due && batch.commits.is_empty() && batch.soon.is_empty() {
             if self.behind.len() <= BEHIND_CHUNK {
                 batch.behind = mem::take(&mut self.behind);
             } else {
-                let mut taken = 0;
-                batch.behind = self
-                    .behind
-                    .extract_if(|_, _| {
-                        taken += 1;
-                        taken <= BEHIND_CHUNK
-                    })
+                let chunk: Vec<JobId> = self.behind.keys().take(BEHIND_CHUNK).copied().collect();
+                batch.behind = chunk
+                    .into_iter()
+                    .filter_map(|id| self.behind.remove_entry(&id))
                     .collect();
             }
         }
@@ -466,7 +468,7 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_is_taken_with_at_most_one_chunk_of_rows_written_behind() {
+    fn urgent_work_goes_first_and_rows_written_behind_go_a_chunk_at_a_time() {
         let mut work = Work::default();
         for _ in 0..3 * BEHIND_CHUNK {
             work.keep_behind(row(JobId::generate(), 1));
@@ -475,16 +477,18 @@ mod tests {
         work.commits.push((row(JobId::generate(), 1), done));
 
         let first = work.take_batch(true);
-        assert_eq!((first.commits.len(), first.behind.len()), (1, BEHIND_CHUNK));
-        assert_eq!(work.behind.len(), 2 * BEHIND_CHUNK);
+        assert_eq!((first.commits.len(), first.behind.len()), (1, 0));
 
         let not_due = work.take_batch(false);
         assert!(not_due.is_empty());
-        assert_eq!(work.behind.len(), 2 * BEHIND_CHUNK);
+        assert_eq!(work.behind.len(), 3 * BEHIND_CHUNK);
 
+        let mut chunks = 0;
         while !work.behind.is_empty() {
-            assert!(work.take_batch(true).behind.len() <= BEHIND_CHUNK);
+            assert_eq!(work.take_batch(true).behind.len(), BEHIND_CHUNK);
+            chunks += 1;
         }
+        assert_eq!(chunks, 3);
     }
 
     #[test]
