@@ -1,10 +1,12 @@
-//! WAL checkpoints, off the writer's path. The writer's connection never
-//! checkpoints (`wal_autocheckpoint = 0`): a checkpoint syncs the database
-//! file, and the commits queued behind it would wait for the disk (tens of
-//! milliseconds, when many jobs end together). Instead a thread of its own,
-//! with a connection of its own, copies the WAL into the database once a
-//! second (`PRAGMA wal_checkpoint(PASSIVE)`, which waits for no one), so
-//! that the WAL stays small while the writer goes on.
+//! WAL checkpoints, mostly off the writer's path. The writer's connection
+//! never checkpoints on its own (`wal_autocheckpoint = 0`): a checkpoint
+//! syncs the database file, and the commits queued behind it would wait
+//! for the disk (tens of milliseconds, when many jobs end together).
+//! Instead a thread of its own, with a connection of its own, copies the
+//! WAL into the database once a second (`PRAGMA wal_checkpoint(PASSIVE)`,
+//! which waits for no one). Only the writer can start the WAL over, by a
+//! checkpoint of its own once every frame is copied, which it does when
+//! idle (it then has little or nothing left to copy).
 
 use std::path::Path;
 use std::sync::mpsc;

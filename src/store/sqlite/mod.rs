@@ -13,8 +13,7 @@
 //!   waiting for the writer's pause;
 //! - retention deletes rows, and the file's freed pages go back;
 //! - the WAL is copied into the database by a thread of its own
-//!   (`checkpoint.rs`), never by the writer; the last connection to close
-//!   (at a clean stop) empties it.
+//!   (`checkpoint.rs`), and started over by the writer when it is idle.
 //!
 //! A state committed but not yet numbered when the process died keeps event
 //! id 0 and is numbered anew at the next start, above every earlier id, so a

@@ -87,7 +87,8 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
 /// Settings of the writer's connection: WAL, so that a commit survives a
 /// crash of the process without a sync per commit (`synchronous = NORMAL`;
 /// an OS crash or power loss may lose the last commits, never the file),
-/// and no checkpoints on the way of commits (see `super::checkpoint`).
+/// and no checkpoints on the way of commits (the writer checkpoints when
+/// it is idle).
 fn configure(connection: &Connection) -> rusqlite::Result<()> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;

@@ -21,6 +21,15 @@
 //! removed jobs, freed pages are given back to the file system
 //! (`incremental_vacuum`).
 //!
+//! The writer's connection never checkpoints on its own (SQLite's automatic
+//! checkpoint runs at the end of a commit and syncs the database file: the
+//! commits behind it waited tens of milliseconds when many jobs ended
+//! together); another thread copies the WAL (`checkpoint.rs`). The writer
+//! checkpoints too, which lets the next write start the WAL over, once it
+//! has had nothing to do for [`IDLE_BEFORE_CHECKPOINT`] (there is little
+//! left to copy by then), or after [`CHECKPOINT_AFTER_ROWS`] rows without
+//! such a pause.
+//!
 //! When a batch fails (the disk is full, say), its commits are answered with
 //! the error, its other work is kept, and the writer is unhealthy: it tries
 //! again after a pause, with a probe write when nothing else is pending, so
@@ -47,6 +56,14 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long rows written behind gather after a batch before the next one.
 /// A job whose progress is held back ([`Writer::hurry`]) does not wait for it.
 const BEHIND_PAUSE: Duration = Duration::from_secs(1);
+/// How long the writer must have had nothing to do before it copies the
+/// WAL into the database (a checkpoint syncs the file: a commit arriving
+/// meanwhile waits for it).
+const IDLE_BEFORE_CHECKPOINT: Duration = Duration::from_millis(20);
+/// Rows written since the last checkpoint beyond which the writer
+/// checkpoints even without a pause in the work (the WAL stays below
+/// about this many pages).
+const CHECKPOINT_AFTER_ROWS: u64 = 5_000;
 /// Pages given back per batch that removed jobs.
 const VACUUM_PAGES: u32 = 256;
 /// Most rows written behind in one batch: urgent work waits for at most
@@ -330,6 +347,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn write_batches(connection: &Connection, shared: &Shared) {
     // When the rows written behind were last all written.
     let mut behind_written = Instant::now();
+    // Rows the WAL holds that the database file does not.
+    let mut rows_since_checkpoint: u64 = 0;
     loop {
         let mut batch = {
             let mut work = lock(&shared.work);
@@ -338,6 +357,19 @@ fn write_batches(connection: &Connection, shared: &Shared) {
                     break;
                 }
                 if work.is_empty() {
+                    if shared.healthy.load(Ordering::Acquire) && rows_since_checkpoint > 0 {
+                        let (waited, timeout) = shared
+                            .wake
+                            .wait_timeout(work, IDLE_BEFORE_CHECKPOINT)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        work = waited;
+                        if timeout.timed_out() && work.is_empty() {
+                            drop(work);
+                            checkpoint(connection, &mut rows_since_checkpoint);
+                            work = lock(&shared.work);
+                        }
+                        continue;
+                    }
                     if shared.healthy.load(Ordering::Acquire) {
                         work = shared.wake.wait(work).unwrap_or_else(|poisoned| poisoned.into_inner());
                         continue;
@@ -377,6 +409,7 @@ fn write_batches(connection: &Connection, shared: &Shared) {
         if result.is_ok() {
             let rows = batch.commits.len() + batch.soon.len() + batch.behind.len();
             shared.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
+            rows_since_checkpoint += rows.max(1) as u64;
             let mut stored_seqs = lock(&shared.stored_seqs);
             for row in batch.rows() {
                 let seq = stored_seqs.entry(row.job_id).or_default();
@@ -409,10 +442,25 @@ fn write_batches(connection: &Connection, shared: &Shared) {
                 tracing::warn!(%error, "could not give freed database pages back");
             }
         }
+        if rows_since_checkpoint >= CHECKPOINT_AFTER_ROWS {
+            checkpoint(connection, &mut rows_since_checkpoint);
+        }
         for done in batch.flushes.drain(..) {
             let _ = done.send(());
         }
     }
+}
+
+/// Copies the WAL into the database file (nothing else writes meanwhile,
+/// so it copies every frame, and the next write starts the WAL over).
+fn checkpoint(connection: &Connection, rows_since_checkpoint: &mut u64) {
+    match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        Ok(()) => {}
+        // Tried again once more rows are written (the next batch will
+        // tell whether the disk is full).
+        Err(error) => tracing::warn!(%error, "the WAL could not be copied into the database"),
+    }
+    *rows_since_checkpoint = 0;
 }
 
 /// One batch in one transaction.
