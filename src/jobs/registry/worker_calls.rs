@@ -116,6 +116,8 @@ impl Registry {
         let stored = stored.and_then(|secrets| secrets.worker_token.clone());
         match stored.map(WorkerToken::restored) {
             Some(stored) if stored.matches(token) => Ok(Runner::Elsewhere),
+            // Its secrets went with it if the job was forgotten meanwhile.
+            _ if self.job(id).await.is_none() => Err(WorkerError::NotFound(id)),
             _ => Err(WorkerError::WrongToken),
         }
     }
