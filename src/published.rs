@@ -70,9 +70,10 @@ pub struct NewState {
     pub secrets: Option<Arc<JobSecrets>>,
     /// A first state whose job waits in a shared store's queue.
     pub shared_queue: bool,
-    /// A change of status or stage, which a durable store writes without
-    /// waiting for its next batch: after a crash the stored state then
-    /// names the stage that was running.
+    /// A change of status or stage (every change of a live job's status is
+    /// one), which a durable store writes without waiting for its next
+    /// batch: after a crash a started job is then not taken for a queued
+    /// one, and the stored state names the stage that was running.
     pub milestone: bool,
 }
 

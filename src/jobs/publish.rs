@@ -21,11 +21,12 @@
 //! is told. Once the model is terminal every mutation is a no-op, so
 //! nothing follows a terminal state.
 //!
-//! A durable store may hold a job's progress back ([`Store::holds_back`])
+//! A durable store may hold a job's progress back ([`Store::admit`])
 //! while its writer is far behind (a full disk): the change then waits as a
 //! merged change does, and is published, with the next `seq`, once the
 //! store catches up, so that a subscriber that keeps up still sees every
-//! `seq`.
+//! `seq`. The store admits many states at a time; the publisher asks again
+//! only once they are used up.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ use super::model::{CancelRequest, Change, JobModel, Outcome};
 use super::JobId;
 use crate::metrics::Metrics;
 use crate::published::{JobSecrets, NewState};
-use crate::store::{AppendError, Published, Store, StoreFuture};
+use crate::store::{Admission, AppendError, Published, Store, StoreFuture};
 
 /// Room for a state to grow past the last one (a message, a result, an
 /// error) and, for a job's first state, room for all of a small job.
@@ -79,6 +80,9 @@ struct Draft {
     /// The size of the last state's JSON, which the next one is close to,
     /// so that it is written without reallocating.
     last_len: usize,
+    /// The store lets the job publish states up to this `seq` without
+    /// asking again.
+    admitted_until: u64,
 }
 
 /// When [`Publisher::flush`] may publish a waiting change.
@@ -108,6 +112,7 @@ impl Publisher {
             deferred_until: None,
             last_publish: now,
             last_len: 0,
+            admitted_until: 0,
         };
         let mut first = next_state(&mut draft, now);
         first.secrets = extra.secrets.map(Arc::new);
@@ -143,6 +148,7 @@ impl Publisher {
                 deferred_until: None,
                 last_publish: Instant::now(),
                 last_len: 0,
+                admitted_until: 0,
             }),
             deferred: Notify::new(),
         })
@@ -204,7 +210,7 @@ impl Publisher {
         if when == Flush::WhenDue && now < due {
             return;
         }
-        if self.store.holds_back(self.id, draft.model.seq() + 1) {
+        if self.held_back(&mut draft) {
             draft.deferred_until = Some(now + HOLD_BACK_RETRY.max(self.interval));
             return;
         }
@@ -243,7 +249,7 @@ impl Publisher {
             }
             Change::Counter | Change::Immediate => {}
         }
-        if !draft.model.status().is_terminal() && self.store.holds_back(self.id, draft.model.seq() + 1) {
+        if !draft.model.status().is_terminal() && self.held_back(&mut draft) {
             self.defer(&mut draft, now + HOLD_BACK_RETRY);
             return (value, None);
         }
@@ -255,6 +261,22 @@ impl Publisher {
         }
         self.append(state);
         (value, None)
+    }
+
+    /// Whether the store holds the job's next state back; asks it only once
+    /// the states it admitted are used up.
+    fn held_back(&self, draft: &mut Draft) -> bool {
+        let seq = draft.model.seq() + 1;
+        if seq <= draft.admitted_until {
+            return false;
+        }
+        match self.store.admit(self.id, seq) {
+            Admission::Until(until) => {
+                draft.admitted_until = until;
+                false
+            }
+            Admission::HeldBack => true,
+        }
     }
 
     /// Lets a change wait for the merge timer, due at `until` unless it is

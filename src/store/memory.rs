@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, NewState, Published, Store, StoreFuture};
-use crate::jobs::{JobId, JobStatus};
+use crate::jobs::JobId;
 
 /// Per-job channel capacity: enough to absorb bursts for readers that keep
 /// up; beyond it a reader resynchronises to the latest state.
@@ -184,11 +184,6 @@ impl MemoryStore {
                 stored,
             })
         }
-    }
-
-    /// The status of the job's latest state, if the store holds the job.
-    pub(crate) fn status_of(&self, id: JobId) -> Option<JobStatus> {
-        self.slot(id).map(|slot| lock(&slot.state).latest.status)
     }
 
     fn slot(&self, id: JobId) -> Option<Arc<Slot>> {

@@ -193,8 +193,18 @@ impl<T> Future for StoreFuture<'_, T> {
 }
 
 /// How far a job's published `seq` may run ahead of its stored one in a
-/// durable store ([`Store::holds_back`]).
+/// durable store ([`Store::admit`]).
 pub const MAX_UNSTORED_STATES: u64 = 500;
+
+/// Whether a job's progress state may be published now ([`Store::admit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Now, and so may every later state up to this `seq` without asking
+    /// again (the store only ever catches up).
+    Until(u64),
+    /// Not until the store's writer catches up: ask again later.
+    HeldBack,
+}
 
 /// Published job states and their fan-out. A job's states are appended by
 /// one writer at a time (the engine holds the job's lock), in `seq` order,
@@ -323,12 +333,14 @@ pub trait Store: Send + Sync + 'static {
         HashMap::new()
     }
 
-    /// Whether a job's progress state `seq` must wait: a durable store
-    /// whose stored `seq` of the job is [`MAX_UNSTORED_STATES`] behind holds
-    /// the job's progress back until its writer catches up, so that after a
-    /// crash no client has seen a `seq` more than that above the stored one.
-    fn holds_back(&self, _id: JobId, _seq: u64) -> bool {
-        false
+    /// Whether a job's progress state `seq` may be published now: a
+    /// durable store whose stored `seq` of the job is [`MAX_UNSTORED_STATES`]
+    /// behind holds the job's progress back until its writer catches up, so
+    /// that after a crash no client has seen a `seq` more than that above
+    /// the stored one. An admission covers the job's states up to a limit,
+    /// so that a job asks once per many states, not for each.
+    fn admit(&self, _id: JobId, _seq: u64) -> Admission {
+        Admission::Until(u64::MAX)
     }
 
     /// Whether the backend is writing: false while a durable store cannot

@@ -32,13 +32,13 @@ use bytes::Bytes;
 use super::memory::{History, MemoryStore};
 use super::stored_state;
 use super::{
-    AllFeed, AppendError, Census, JobFeed, JobSecrets, ListQuery, NewState, Published, Store, StoreFuture,
+    Admission, AllFeed, AppendError, Census, JobFeed, JobSecrets, ListQuery, NewState, Published, Store, StoreFuture,
     MAX_UNSTORED_STATES,
 };
 use crate::jobs::{JobId, JobStatus};
 use checkpoint::Checkpointer;
 pub use schema::OpenError;
-use writer::{Row, Writer};
+use writer::{Row, RowState, Writer};
 
 pub struct SqliteStore {
     memory: MemoryStore,
@@ -107,18 +107,14 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, state: NewState) -> Result<(), AppendError> {
-        // A job that starts (or otherwise changes status or stage) is
-        // written without the pause progress waits for, so that after a
-        // crash a started job is not taken for a queued one, and its
-        // running stage is known.
-        let changes_status = state.milestone
-            || self
-                .memory
-                .status_of(state.job_id)
-                .is_some_and(|status| status != state.status);
+        // A job that starts (or otherwise changes status or stage: a
+        // milestone) is written without the pause progress waits for, so
+        // that after a crash a started job is not taken for a queued one,
+        // and its running stage is known.
+        let milestone = state.milestone;
         let published = self.memory.publish(state)?;
         let row = Row::of(&published);
-        if changes_status {
+        if milestone {
             self.writer.write_soon(row);
         } else {
             self.writer.write_behind(row);
@@ -132,11 +128,13 @@ impl Store for SqliteStore {
         }
         let row = Row {
             job_id: state.job_id,
-            kind: state.kind.clone(),
             status: state.status.as_str(),
             seq: state.seq,
             event_id: 0,
-            json: state.json.clone(),
+            state: RowState::Committing {
+                kind: state.kind.clone(),
+                json: state.json.clone(),
+            },
             secrets: state.secrets.clone(),
         };
         StoreFuture::Waiting(Box::pin(async move {
@@ -199,15 +197,16 @@ impl Store for SqliteStore {
         )
     }
 
-    fn holds_back(&self, id: JobId, seq: u64) -> bool {
-        let held_back = self
-            .writer
-            .stored_seq(id)
-            .is_some_and(|stored| seq > stored + MAX_UNSTORED_STATES);
-        if held_back {
-            self.writer.hurry(id);
+    fn admit(&self, id: JobId, seq: u64) -> Admission {
+        match self.writer.stored_seq(id) {
+            Some(stored) if seq > stored + MAX_UNSTORED_STATES => {
+                self.writer.hurry(id);
+                Admission::HeldBack
+            }
+            Some(stored) => Admission::Until(stored + MAX_UNSTORED_STATES),
+            // No row yet: nothing to measure the job against; ask again.
+            None => Admission::Until(seq),
         }
-        held_back
     }
 
     fn is_available(&self) -> bool {

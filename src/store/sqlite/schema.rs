@@ -147,6 +147,12 @@ pub const UPSERT_JOB: &str =
          secrets = coalesce(excluded.secrets, jobs.secrets)
      WHERE excluded.seq > jobs.seq OR (excluded.seq = jobs.seq AND excluded.event_id > jobs.event_id)";
 
+/// Writes a later state over a job's row unless the stored one is as new
+/// (one lookup, where [`UPSERT_JOB`] makes two; a removed job stays
+/// removed): parameters id, status, seq, event id, state.
+pub const UPDATE_JOB: &str = "UPDATE jobs SET status = ?2, seq = ?3, event_id = ?4, state = ?5
+     WHERE id = ?1 AND (?3 > seq OR (?3 = seq AND ?4 > event_id))";
+
 /// Every stored job, oldest first (ids are time-ordered).
 pub fn jobs(connection: &Connection) -> rusqlite::Result<Vec<StoredJob>> {
     let mut statement =

@@ -5,21 +5,26 @@
 //! Work is handed over under a short std mutex: rows written behind are
 //! coalesced to the newest per job (so a job that publishes faster than the
 //! disk writes costs one row per batch, and the pending work is bounded by
-//! the number of jobs), commits wait for the batch that writes them, and
-//! removals and the event-id horizon ride along. Urgent work (commits, and
-//! the rows of jobs that changed status or stage) is written at once; the
-//! rows nobody waits for gather for [`BEHIND_PAUSE`] after they were last
-//! all written (unless a flush wants them), so that many jobs publishing
-//! often cost one row each per pause, not one per state, and are then
-//! written at most [`BEHIND_CHUNK`] to a batch, only while no urgent work
-//! waits, so that a commit never waits behind a thousand jobs' progress
-//! (and a burst of commits, such as many jobs ending together, is not
-//! slowed by their progress rows). Handing work over wakes the
-//! writer only when it was idle or the work is urgent. Each batch is one
-//! transaction; every row is an upsert that never replaces a newer state, so
-//! the order of work within a batch does not matter. After a batch that
-//! removed jobs, freed pages are given back to the file system
-//! (`incremental_vacuum`).
+//! the number of jobs), commits wait for the batch that writes them (and
+//! replace the job's pending rows, which they supersede), and removals and
+//! the event-id horizon ride along. Commits and flushes are written at
+//! once (commits handed over while a batch is written share the next
+//! one). The rows of jobs that changed status or stage gather for
+//! [`SOON_PAUSE`] (many jobs starting together cost one transaction, not one
+//! each). The rows nobody waits for gather for [`BEHIND_PAUSE`] after they
+//! were last all written (unless a flush wants them), so that many jobs
+//! publishing often cost one row each per pause, not one per state, and are
+//! then written at most [`BEHIND_CHUNK`] to a batch, only while no other
+//! work waits, so that a commit never waits behind a thousand jobs'
+//! progress (and a burst of commits, such as many jobs ending together, is
+//! not slowed by their progress rows). A chunk is a run of neighbouring ids
+//! (ids are time-ordered, so their rows share the table's pages: fewer pages
+//! to write), taken round the ids in turn so that every job gets its turn.
+//! Handing work over wakes the writer only when it was idle or the work
+//! makes the next batch due sooner. Each batch is one transaction; every
+//! row is an upsert that never replaces a newer state, so the order of work
+//! within a batch does not matter. After a batch that removed jobs, freed
+//! pages are given back to the file system (`incremental_vacuum`).
 //!
 //! The writer's connection never checkpoints on its own (SQLite's automatic
 //! checkpoint runs at the end of a commit and syncs the database file: the
@@ -36,8 +41,10 @@
 //! that it notices the space coming back, and is healthy again after the
 //! first batch that succeeds.
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::mem;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -53,6 +60,11 @@ use crate::published::{JobSecrets, Published};
 
 /// How long the writer waits before trying a failed batch again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long the rows of jobs that changed status or stage gather before
+/// they are written (unless a commit or a flush takes them sooner): after a
+/// crash, a job is known as started, and its stage as running, if its
+/// change is this old.
+const SOON_PAUSE: Duration = Duration::from_millis(5);
 /// How long rows written behind gather after a batch before the next one.
 /// A job whose progress is held back ([`Writer::hurry`]) does not wait for it.
 const BEHIND_PAUSE: Duration = Duration::from_secs(1);
@@ -74,26 +86,47 @@ const BEHIND_CHUNK: usize = 64;
 #[derive(Clone)]
 pub struct Row {
     pub job_id: JobId,
-    pub kind: Arc<str>,
     pub status: &'static str,
     pub seq: u64,
     /// 0 until the state's fan-out has numbered it.
     pub event_id: u64,
-    pub json: Bytes,
+    pub state: RowState,
     /// Written with a job's first state; kept by every later row.
     pub secrets: Option<Arc<JobSecrets>>,
 }
 
+/// Where a row's kind and JSON come from.
+#[derive(Clone)]
+pub enum RowState {
+    /// A published state, shared with its subscribers (nothing is copied).
+    Published(Arc<Published>),
+    /// A state committed before it is published.
+    Committing { kind: Arc<str>, json: Bytes },
+}
+
 impl Row {
-    pub fn of(published: &Published) -> Self {
+    pub fn of(published: &Arc<Published>) -> Self {
         Row {
             job_id: published.job_id,
-            kind: published.kind.clone(),
             status: published.status.as_str(),
             seq: published.seq,
             event_id: published.event_id,
-            json: published.json.clone(),
+            state: RowState::Published(published.clone()),
             secrets: None,
+        }
+    }
+
+    fn kind(&self) -> &str {
+        match &self.state {
+            RowState::Published(published) => &published.kind,
+            RowState::Committing { kind, .. } => kind,
+        }
+    }
+
+    fn json(&self) -> &[u8] {
+        match &self.state {
+            RowState::Published(published) => &published.json,
+            RowState::Committing { json, .. } => json,
         }
     }
 
@@ -108,9 +141,14 @@ pub type Committed = oneshot::Receiver<Result<(), String>>;
 
 #[derive(Default)]
 struct Work {
-    behind: HashMap<JobId, Row>,
-    /// Rows nobody waits for that must not wait for the pause either.
-    soon: HashMap<JobId, Row>,
+    /// By id, so that a chunk of them is a run of neighbouring rows.
+    behind: BTreeMap<JobId, Row>,
+    /// Where the next chunk of `behind` starts (after this id).
+    behind_cursor: Option<JobId>,
+    /// Rows nobody waits for that wait only [`SOON_PAUSE`].
+    soon: BTreeMap<JobId, Row>,
+    /// When the oldest of `soon` was handed over.
+    soon_since: Option<Instant>,
     commits: Vec<(Row, oneshot::Sender<Result<(), String>>)>,
     removed: Vec<JobId>,
     horizon: Option<u64>,
@@ -129,10 +167,35 @@ impl Work {
             && self.flushes.is_empty()
     }
 
-    /// Whether this work is written at once: someone waits for it, or a
-    /// row must not wait for the pause.
+    /// Whether this work is written at once, with everything pending: a
+    /// flush or the close waits for it.
     fn is_urgent(&self) -> bool {
-        !self.commits.is_empty() || !self.soon.is_empty() || !self.flushes.is_empty() || self.closing
+        !self.flushes.is_empty() || self.closing
+    }
+
+    /// When the next batch is due, if anything is pending: now for urgent
+    /// work and commits; else when the rows written soon or (once
+    /// `behind_written` is [`BEHIND_PAUSE`] old) the rest are due, whichever
+    /// comes first.
+    fn due(&self, behind_written: Instant) -> Option<Instant> {
+        if self.is_urgent() || !self.commits.is_empty() {
+            return Some(Instant::now());
+        }
+        let soon = self.soon_since.map(|since| since + SOON_PAUSE);
+        let behind = (!self.behind.is_empty() || !self.removed.is_empty() || self.horizon.is_some())
+            .then_some(behind_written + BEHIND_PAUSE);
+        soon.into_iter().chain(behind).min()
+    }
+
+    /// What tells the writer whether it must look at the work again: the
+    /// next batch may be due sooner once any of these turns true.
+    fn wake_marks(&self) -> [bool; 4] {
+        [
+            !self.is_empty(),
+            self.is_urgent(),
+            !self.commits.is_empty(),
+            self.soon_since.is_some(),
+        ]
     }
 
     /// Keeps the job's newest row, where its pending row is (a row written
@@ -151,6 +214,18 @@ impl Work {
             keep_newest(&mut self.soon, pending);
         }
         keep_newest(&mut self.soon, row);
+        self.soon_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Adds a commit, which supersedes the job's pending rows (a commit is
+    /// the job's newest state).
+    fn add_commit(&mut self, row: Row, done: oneshot::Sender<Result<(), String>>) {
+        self.behind.remove(&row.job_id);
+        self.soon.remove(&row.job_id);
+        if self.soon.is_empty() {
+            self.soon_since = None;
+        }
+        self.commits.push((row, done));
     }
 
     /// The rows this batch writes.
@@ -162,47 +237,71 @@ impl Work {
             .chain(self.behind.values())
     }
 
-    /// The part of the pending work the next batch writes: everything when
-    /// a flush or the close wants it; else the urgent work if there is any;
+    /// The part of the pending work the next batch writes, as of `now`:
+    /// everything when a flush or the close wants it; else the commits,
+    /// with the rows written soon if there are commits or the rows are due;
     /// else, once `behind_due`, at most [`BEHIND_CHUNK`] rows written
-    /// behind. Urgent work never waits for more than one chunk, and rows
-    /// written behind wait while urgent work keeps coming (a burst of
+    /// behind. Other work never waits for more than one chunk, and rows
+    /// written behind wait while other work keeps coming (a burst of
     /// commits), which bounds them by the number of jobs, not by time.
-    fn take_batch(&mut self, behind_due: bool) -> Work {
+    fn take_batch(&mut self, now: Instant, behind_due: bool) -> Work {
         if !self.flushes.is_empty() || self.closing {
-            let batch = mem::take(self);
+            let mut batch = mem::take(self);
             // Closing stays set: the writer stops once it has written everything.
             self.closing = batch.closing;
+            self.behind_cursor = batch.behind_cursor.take();
             return batch;
         }
         let mut batch = Work {
             commits: mem::take(&mut self.commits),
-            soon: mem::take(&mut self.soon),
             removed: mem::take(&mut self.removed),
             horizon: self.horizon.take(),
             ..Work::default()
         };
+        let soon_due = self.soon_since.is_some_and(|since| now >= since + SOON_PAUSE);
+        if !batch.commits.is_empty() || soon_due {
+            batch.soon = mem::take(&mut self.soon);
+            self.soon_since = None;
+        }
         if behind_due && batch.commits.is_empty() && batch.soon.is_empty() {
-            if self.behind.len() <= BEHIND_CHUNK {
-                batch.behind = mem::take(&mut self.behind);
-            } else {
-                let chunk: Vec<JobId> = self.behind.keys().take(BEHIND_CHUNK).copied().collect();
-                batch.behind = chunk
-                    .into_iter()
-                    .filter_map(|id| self.behind.remove_entry(&id))
-                    .collect();
-            }
+            batch.behind = self.behind_chunk();
         }
         batch
+    }
+
+    /// Up to [`BEHIND_CHUNK`] rows written behind: the ids after the
+    /// cursor, round to the first ones.
+    fn behind_chunk(&mut self) -> BTreeMap<JobId, Row> {
+        if self.behind.len() <= BEHIND_CHUNK {
+            self.behind_cursor = None;
+            return mem::take(&mut self.behind);
+        }
+        let after = match self.behind_cursor {
+            Some(cursor) => Bound::Excluded(cursor),
+            None => Bound::Unbounded,
+        };
+        let ids: Vec<JobId> = self
+            .behind
+            .range((after, Bound::Unbounded))
+            .chain(self.behind.iter())
+            .map(|(id, _)| *id)
+            .take(BEHIND_CHUNK)
+            .collect();
+        self.behind_cursor = ids.last().copied();
+        ids.into_iter().filter_map(|id| self.behind.remove_entry(&id)).collect()
     }
 }
 
 /// Keeps `row` in `rows` unless the job's pending row there is as new.
-fn keep_newest(rows: &mut HashMap<JobId, Row>, row: Row) {
-    match rows.get(&row.job_id) {
-        Some(pending) if !row.newer_than(pending) => {}
-        _ => {
-            rows.insert(row.job_id, row);
+fn keep_newest(rows: &mut BTreeMap<JobId, Row>, row: Row) {
+    match rows.entry(row.job_id) {
+        Entry::Occupied(mut pending) => {
+            if row.newer_than(pending.get()) {
+                pending.insert(row);
+            }
+        }
+        Entry::Vacant(vacant) => {
+            vacant.insert(row);
         }
     }
 }
@@ -252,14 +351,16 @@ impl Writer {
         lock(&self.shared.work)
     }
 
-    /// Adds work, and wakes the writer if it was idle or the work is urgent
-    /// (otherwise it comes for the work when its pause ends).
+    /// Adds work, and wakes the writer if the work may make the next batch
+    /// due sooner: it was idle, or this is the first urgent work, commit or
+    /// row written soon (otherwise it comes for the work when it is due).
     fn hand_over(&self, add: impl FnOnce(&mut Work)) {
         let mut work = self.work();
-        let was_idle = work.is_empty();
+        let before = work.wake_marks();
         add(&mut work);
-        let wake = was_idle || work.is_urgent();
+        let after = work.wake_marks();
         drop(work);
+        let wake = before.iter().zip(after).any(|(before, after)| !before && after);
         if wake {
             self.shared.wake.notify_one();
         }
@@ -286,27 +387,31 @@ impl Writer {
         self.hand_over(|work| work.keep_behind(row));
     }
 
-    /// Writes a row in the next batch, without waiting for the pause.
+    /// Writes a row within [`SOON_PAUSE`], without waiting for the pause of
+    /// the rows written behind.
     pub fn write_soon(&self, row: Row) {
         self.hand_over(|work| work.keep_soon(row));
     }
 
-    /// Writes the job's pending row, if it has one, in the next batch:
+    /// Writes the job's pending row, if it has one, within [`SOON_PAUSE`]:
     /// for a job whose progress is held back until its row is written.
     pub fn hurry(&self, id: JobId) {
         let mut work = self.work();
         let Some(row) = work.behind.remove(&id) else {
             return;
         };
+        let had_soon = work.soon_since.is_some();
         work.keep_soon(row);
         drop(work);
-        self.shared.wake.notify_one();
+        if !had_soon {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Writes a row in the next batch and answers once it is durable.
     pub fn commit(&self, row: Row) -> Committed {
         let (done, committed) = oneshot::channel();
-        self.hand_over(|work| work.commits.push((row, done)));
+        self.hand_over(|work| work.add_commit(row, done));
         committed
     }
 
@@ -315,6 +420,9 @@ impl Writer {
         self.hand_over(|work| {
             work.behind.remove(&id);
             work.soon.remove(&id);
+            if work.soon.is_empty() {
+                work.soon_since = None;
+            }
             work.removed.push(id);
             work.horizon = Some(horizon);
         });
@@ -341,9 +449,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The writer thread: takes the pending work (the urgent work at once,
-/// rows written behind in chunks after their pause), writes it as one
-/// batch, and answers its commits and flushes; until closed and empty.
+/// The writer thread: takes the pending work when it is due (commits at
+/// once, rows written soon after their short pause, rows written behind in
+/// chunks after theirs), writes it as one batch, and answers its commits
+/// and flushes; until closed and empty.
 fn write_batches(connection: &Connection, shared: &Shared) {
     // When the rows written behind were last all written.
     let mut behind_written = Instant::now();
@@ -353,10 +462,7 @@ fn write_batches(connection: &Connection, shared: &Shared) {
         let mut batch = {
             let mut work = lock(&shared.work);
             loop {
-                if work.is_urgent() {
-                    break;
-                }
-                if work.is_empty() {
+                if work.is_empty() && !work.closing {
                     if shared.healthy.load(Ordering::Acquire) && rows_since_checkpoint > 0 {
                         let (waited, timeout) = shared
                             .wake
@@ -384,10 +490,12 @@ fn write_batches(connection: &Connection, shared: &Shared) {
                     }
                     continue;
                 }
-                // Nobody waits for this work: let more of it gather.
-                let Some(left) = (behind_written + BEHIND_PAUSE).checked_duration_since(Instant::now()) else {
+                // Let more work gather until the first of it is due.
+                let due = work.due(behind_written).unwrap_or_else(Instant::now);
+                let left = due.saturating_duration_since(Instant::now());
+                if left.is_zero() {
                     break;
-                };
+                }
                 work = shared
                     .wake
                     .wait_timeout(work, left)
@@ -398,7 +506,7 @@ fn write_batches(connection: &Connection, shared: &Shared) {
                 return;
             }
             let now = Instant::now();
-            let batch = work.take_batch(now >= behind_written + BEHIND_PAUSE);
+            let batch = work.take_batch(now, now >= behind_written + BEHIND_PAUSE);
             if work.behind.is_empty() && !batch.behind.is_empty() {
                 behind_written = now;
             }
@@ -427,10 +535,10 @@ fn write_batches(connection: &Connection, shared: &Shared) {
             // Keep what was written behind (unless something newer came),
             // the removals and the horizon, for the next batch.
             let mut work = lock(&shared.work);
-            for (_, row) in batch.soon.drain() {
+            for (_, row) in mem::take(&mut batch.soon) {
                 work.keep_soon(row);
             }
-            for (_, row) in batch.behind.drain() {
+            for (_, row) in mem::take(&mut batch.behind) {
                 work.keep_behind(row);
             }
             work.removed.append(&mut batch.removed);
@@ -468,15 +576,27 @@ fn write(connection: &Connection, batch: &Work) -> rusqlite::Result<()> {
     let transaction = connection.unchecked_transaction()?;
     {
         let mut upsert = transaction.prepare_cached(schema::UPSERT_JOB)?;
+        let mut update = transaction.prepare_cached(schema::UPDATE_JOB)?;
         for row in batch.rows() {
-            let json = std::str::from_utf8(&row.json).expect("serde_json writes UTF-8");
+            let json = std::str::from_utf8(row.json()).expect("serde_json writes UTF-8");
+            // Every state after a job's first follows a committed first one.
+            if row.seq > 1 && row.secrets.is_none() {
+                update.execute(rusqlite::params![
+                    row.job_id.to_string(),
+                    row.status,
+                    row.seq as i64,
+                    row.event_id as i64,
+                    json,
+                ])?;
+                continue;
+            }
             let secrets = row
                 .secrets
                 .as_ref()
                 .map(|secrets| serde_json::to_string(&**secrets).expect("secrets serialise"));
             upsert.execute(rusqlite::params![
                 row.job_id.to_string(),
-                &*row.kind,
+                row.kind(),
                 row.status,
                 row.seq as i64,
                 row.event_id as i64,
@@ -506,11 +626,13 @@ mod tests {
     fn row(job_id: JobId, seq: u64) -> Row {
         Row {
             job_id,
-            kind: Arc::from("demo"),
             status: "running",
             seq,
             event_id: 0,
-            json: Bytes::from_static(b"{}"),
+            state: RowState::Committing {
+                kind: Arc::from("demo"),
+                json: Bytes::from_static(b"{}"),
+            },
             secrets: None,
         }
     }
@@ -522,21 +644,89 @@ mod tests {
             work.keep_behind(row(JobId::generate(), 1));
         }
         let (done, _committed) = oneshot::channel();
-        work.commits.push((row(JobId::generate(), 1), done));
+        work.add_commit(row(JobId::generate(), 1), done);
+        let now = Instant::now();
 
-        let first = work.take_batch(true);
+        let first = work.take_batch(now, true);
         assert_eq!((first.commits.len(), first.behind.len()), (1, 0));
 
-        let not_due = work.take_batch(false);
+        let not_due = work.take_batch(now, false);
         assert!(not_due.is_empty());
         assert_eq!(work.behind.len(), 3 * BEHIND_CHUNK);
 
         let mut chunks = 0;
         while !work.behind.is_empty() {
-            assert_eq!(work.take_batch(true).behind.len(), BEHIND_CHUNK);
+            assert_eq!(work.take_batch(now, true).behind.len(), BEHIND_CHUNK);
             chunks += 1;
         }
         assert_eq!(chunks, 3);
+    }
+
+    #[test]
+    fn chunks_are_runs_of_neighbouring_ids_taken_round_every_job() {
+        let mut work = Work::default();
+        let ids: Vec<JobId> = (0..2 * BEHIND_CHUNK + 10).map(|_| JobId::generate()).collect();
+        for id in &ids {
+            work.keep_behind(row(*id, 1));
+        }
+        let now = Instant::now();
+        let first: Vec<JobId> = work.take_batch(now, true).behind.into_keys().collect();
+        assert_eq!(first, ids[..BEHIND_CHUNK]);
+        // The first jobs publish again; the next chunks still come to the
+        // later ones before going round.
+        for id in &ids[..BEHIND_CHUNK] {
+            work.keep_behind(row(*id, 2));
+        }
+        let second: Vec<JobId> = work.take_batch(now, true).behind.into_keys().collect();
+        assert_eq!(second, ids[BEHIND_CHUNK..2 * BEHIND_CHUNK]);
+        let third: Vec<JobId> = work.take_batch(now, true).behind.into_keys().collect();
+        let mut expected = ids[2 * BEHIND_CHUNK..].to_vec();
+        expected.extend_from_slice(&ids[..BEHIND_CHUNK - 10]);
+        expected.sort();
+        assert_eq!(third, expected);
+    }
+
+    #[test]
+    fn rows_written_soon_wait_their_pause_unless_a_commit_takes_them() {
+        let mut work = Work::default();
+        work.keep_soon(row(JobId::generate(), 1));
+        let handed_over = Instant::now();
+        assert!(!work.is_urgent());
+        assert!(work.due(handed_over).unwrap() <= handed_over + SOON_PAUSE);
+        assert!(work.take_batch(handed_over, false).soon.is_empty());
+        assert_eq!(work.take_batch(handed_over + SOON_PAUSE, false).soon.len(), 1);
+
+        work.keep_soon(row(JobId::generate(), 1));
+        let (done, _committed) = oneshot::channel();
+        work.add_commit(row(JobId::generate(), 1), done);
+        let batch = work.take_batch(Instant::now(), false);
+        assert_eq!((batch.commits.len(), batch.soon.len()), (1, 1));
+        assert!(work.is_empty() && work.due(Instant::now()).is_none());
+    }
+
+    #[test]
+    fn a_commit_is_due_at_once() {
+        let mut work = Work::default();
+        work.keep_behind(row(JobId::generate(), 1));
+        let (done, _committed) = oneshot::channel();
+        work.add_commit(row(JobId::generate(), 1), done);
+        let due = work.due(Instant::now()).unwrap();
+        assert!(due <= Instant::now());
+        assert_eq!(work.take_batch(due, false).commits.len(), 1);
+    }
+
+    #[test]
+    fn a_commit_supersedes_the_jobs_pending_rows() {
+        let mut work = Work::default();
+        let (progressing, starting) = (JobId::generate(), JobId::generate());
+        work.keep_behind(row(progressing, 3));
+        work.keep_soon(row(starting, 1));
+        let (done, _committed) = oneshot::channel();
+        work.add_commit(row(progressing, 4), done);
+        let (done, _committed) = oneshot::channel();
+        work.add_commit(row(starting, 2), done);
+        assert!(work.behind.is_empty() && work.soon.is_empty() && work.soon_since.is_none());
+        assert_eq!(work.take_batch(Instant::now(), false).commits.len(), 2);
     }
 
     #[test]
@@ -547,7 +737,7 @@ mod tests {
         }
         let (done, _flushed) = oneshot::channel();
         work.flushes.push(done);
-        assert_eq!(work.take_batch(false).behind.len(), 2 * BEHIND_CHUNK);
+        assert_eq!(work.take_batch(Instant::now(), false).behind.len(), 2 * BEHIND_CHUNK);
         assert!(work.is_empty());
     }
 
@@ -562,9 +752,8 @@ mod tests {
         work.keep_behind(row(job, 2));
         assert!(work.behind.is_empty());
         assert_eq!(work.soon[&job].seq, 5);
-        assert!(work.is_urgent());
-        let batch = work.take_batch(false);
+        let batch = work.take_batch(Instant::now() + SOON_PAUSE, false);
         assert_eq!(batch.soon[&job].seq, 5);
-        assert!(!work.is_urgent());
+        assert!(work.is_empty());
     }
 }
