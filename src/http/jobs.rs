@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::body::JsonBody;
-use super::query::{job_id, QueryParams};
+use super::query::{JobPath, QueryParams};
 use super::AppState;
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -81,10 +81,9 @@ pub async fn create(
 pub async fn retry(
     State(app): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = job_id(&id)?;
     let old = visible_job(&app, &access, id).await?;
     let key = idempotency_key(&headers, old.owner.as_ref())?;
     let created = app.registry.retry(id, key).await?;
@@ -219,10 +218,9 @@ pub async fn list(
 pub async fn get(
     State(app): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = job_id(&id)?;
     let query = QueryParams::parse(query.as_deref());
     let wait_seconds = query
         .parsed::<u64>("wait_seconds", "a whole number of seconds")?
@@ -273,8 +271,7 @@ pub async fn get(
 }
 
 /// Cancels and answers once the job's task has stopped.
-pub async fn cancel(State(app): State<AppState>, access: Access, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = job_id(&id)?;
+pub async fn cancel(State(app): State<AppState>, access: Access, JobPath(id): JobPath) -> Result<Response, ApiError> {
     visible_job(&app, &access, id).await?;
     let job = app.registry.cancel(id, access.subject().cloned()).await?;
     Ok(job_json(&job))

@@ -4,6 +4,8 @@
 
 use std::str::FromStr;
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use crate::error::ApiError;
@@ -80,8 +82,27 @@ impl QueryParams {
 }
 
 /// The job id in a path; a malformed one names no job (404).
-pub fn job_id(path: &str) -> Result<JobId, ApiError> {
+fn job_id(path: &str) -> Result<JobId, ApiError> {
     path.parse().map_err(|_| ApiError::JobNotFound(path.to_owned()))
+}
+
+/// The job a `/v1/jobs/{id}/…` path names. An id that is not a job id,
+/// even one whose percent-decoding is not UTF-8 (`%FF`), names no job: 404
+/// as problem+json, like any unknown id.
+pub struct JobPath(pub JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => job_id(&id).map(JobPath),
+            Err(_) => {
+                let raw = parts.uri.path().split('/').nth(3).unwrap_or_default();
+                Err(ApiError::JobNotFound(raw.to_owned()))
+            }
+        }
+    }
 }
 
 /// The stream position a reconnecting client asks to resume after: the

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
-use super::query::{job_id, last_event_id, QueryParams};
+use super::query::{last_event_id, JobPath, QueryParams};
 use super::AppState;
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -197,11 +197,10 @@ fn event_stream_response(body: Body) -> Response {
 pub async fn job_events(
     State(app): State<AppState>,
     access: Access,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = job_id(&id)?;
     let query = QueryParams::parse(query.as_deref());
     let resume_after = last_event_id(&headers, &query);
     let pacing = query

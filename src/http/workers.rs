@@ -3,7 +3,7 @@
 //! `Authorization: Bearer <token>`; it is checked before the body is read,
 //! and a request without it (401) or with another (403) changes nothing.
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::request::Parts;
 use axum::response::Response;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::body::JsonBody;
 use super::jobs::job_json;
-use super::query::job_id;
+use super::query::JobPath;
 use super::AppState;
 use crate::error::ApiError;
 use crate::jobs::names::{is_lowercase_name, MAX_NAME_LENGTH};
@@ -33,10 +33,7 @@ impl FromRequestParts<AppState> for WorkerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let Path(id) = Path::<String>::from_request_parts(parts, app)
-            .await
-            .map_err(|_| ApiError::RouteNotFound(parts.uri.path().to_owned()))?;
-        let id = job_id(&id)?;
+        let JobPath(id) = JobPath::from_request_parts(parts, app).await?;
         let token = parts
             .headers
             .get(AUTHORIZATION)

@@ -312,11 +312,14 @@ fn cases() -> Vec<Case> {
     for query in ["wait_seconds=abc", "wait_seconds=-1", "wait_seconds=1.5", "after_seq=x"] {
         cases.push(Case::new(Method::GET, format!("/v1/jobs/{{job}}?{query}"), 400));
     }
-    // 404: unknown and malformed job ids, for the job, its events and its cancel.
-    for id in [UNKNOWN_ID, "not-a-uuid", "123"] {
+    // 404: unknown and malformed job ids (one whose decoding is not UTF-8
+    // too), for the job, its events, its cancel, its retry and its worker.
+    for id in [UNKNOWN_ID, "not-a-uuid", "123", "%FF", "%C3%28"] {
         cases.push(Case::new(Method::GET, format!("/v1/jobs/{id}"), 404));
         cases.push(Case::new(Method::GET, format!("/v1/jobs/{id}/events"), 404));
         cases.push(Case::new(Method::POST, format!("/v1/jobs/{id}/cancel"), 404));
+        cases.push(Case::new(Method::POST, format!("/v1/jobs/{id}/retry"), 404));
+        cases.push(Case::new(Method::POST, format!("/v1/jobs/{id}/heartbeat"), 404));
     }
     // 404: unknown routes.
     cases.push(Case::new(Method::GET, "/v2/x", 404));
