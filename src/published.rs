@@ -135,6 +135,12 @@ pub struct Published {
 impl Published {
     /// The state as published under the server-wide `event_id`, now.
     pub fn stamp(state: NewState, event_id: u64) -> Self {
+        Self::stamp_at(state, event_id, Instant::now())
+    }
+
+    /// The state as published under the server-wide `event_id` at
+    /// `published_at` (by another instance, a while ago).
+    pub fn stamp_at(state: NewState, event_id: u64, published_at: Instant) -> Self {
         Published {
             global_frame: encode_frame(live_event_name(state.status), event_id, &state.json),
             job_id: state.job_id,
@@ -144,7 +150,7 @@ impl Published {
             status: state.status,
             seq: state.seq,
             event_id,
-            published_at: Instant::now(),
+            published_at,
             json: state.json,
             job_frame: state.job_frame,
         }

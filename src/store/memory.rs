@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
@@ -271,11 +271,12 @@ impl MemoryStore {
 
     /// Takes a state that a shared backend has stored and numbered
     /// `event_id`, if it is newer than the one held (a mirror may have
-    /// missed states, and may be sent one twice); answers it as published.
-    pub(crate) fn mirror(&self, state: NewState, event_id: u64) -> Option<Arc<Published>> {
+    /// missed states, and may be sent one twice), as published at
+    /// `published_at`; answers it as published.
+    pub(crate) fn mirror(&self, state: NewState, event_id: u64, published_at: Instant) -> Option<Arc<Published>> {
         let mut slots = write(&self.slots);
         let slot = slots.get(&state.job_id).cloned();
-        let published = Arc::new(Published::stamp(state, event_id));
+        let published = Arc::new(Published::stamp_at(state, event_id, published_at));
         match slot {
             Some(slot) => {
                 let mut slot = lock(&slot.state);

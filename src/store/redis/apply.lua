@@ -26,8 +26,10 @@
 --       writer, and for a first state its idempotency key's name ('' for
 --       none), the most jobs the shared queue holds, its owner's queued
 --       jobs' set ('' for none) and the most jobs that set holds ('' for no
---       limit), the most ended jobs kept, and its owner's running jobs'
---       set ('' for none).
+--       limit), the most ended jobs kept, its owner's running jobs'
+--       set ('' for none), and when the writer published the state (its
+--       clock, in microseconds since the epoch: the stream entry's `at`,
+--       how stale it is when an instance applies it).
 -- Answers {1, gid, ended jobs beyond the most kept} when stored; {0, stored seq (-1: no job), terminal}
 -- when the stored state is not the one this follows; {0, -2, 0} when the
 -- writer may not write this job (another instance runs it, or the lost
@@ -121,7 +123,7 @@ if ARGV[6] == '1' then
   end
 end
 redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[10], gid .. '-0',
-  'id', id, 'seq', seq, 'status', ARGV[5], 'kind', ARGV[8], 'json', ARGV[7])
+  'id', id, 'seq', seq, 'status', ARGV[5], 'kind', ARGV[8], 'json', ARGV[7], 'at', ARGV[20])
 local beyond = 0
 if ARGV[6] == '1' then
   local now = redis.call('TIME')

@@ -157,6 +157,8 @@ struct Write {
     /// For a first state: the Redis key of its idempotency key, which
     /// names the job once stored ('' for none).
     idempotency_key: String,
+    /// When the state was published here (µs since the epoch).
+    published_at_micros: i64,
     /// A commit's answer: the state's `gid`, or why it was not stored.
     done: Option<oneshot::Sender<Result<u64, AppendError>>>,
 }
@@ -187,6 +189,7 @@ impl Write {
                     key(&format!("idempotency:{named}"))
                 })
                 .unwrap_or_default(),
+            published_at_micros: chrono::Utc::now().timestamp_micros(),
             done: None,
         }
     }
@@ -362,7 +365,7 @@ async fn load(commands: &mut ConnectionManager, mirror: &MemoryStore) -> redis::
             };
             match state_of(id, seq, &status, &kind, json) {
                 Some(state) => {
-                    mirror.mirror(state, gid);
+                    mirror.mirror(state, gid, Instant::now());
                 }
                 None => tracing::error!(job_id = %id, "a job in Redis is malformed; left out"),
             }
@@ -608,7 +611,8 @@ fn apply_command(hash: &str, write: &Write, instance: &str, limits: &SharedLimit
         .arg(owner_set("queued_by", limits.max_queued_per_owner))
         .arg(max_per_owner)
         .arg(limits.max_finished)
-        .arg(owner_set("running_by", limits.max_running_per_owner));
+        .arg(owner_set("running_by", limits.max_running_per_owner))
+        .arg(write.published_at_micros);
     command
 }
 
@@ -774,6 +778,15 @@ fn cancel_request_of(request: &serde_json::Value) -> Option<CancelRequestFor> {
     })
 }
 
+/// The instant here of a time on a writer's clock (µs since the epoch): as
+/// long ago as that time is before this clock's now, and now if it is not
+/// (a writer whose clock is ahead).
+fn published_at(micros: i64) -> Instant {
+    let age = chrono::Utc::now().timestamp_micros().saturating_sub(micros).max(0) as u64;
+    let now = Instant::now();
+    now.checked_sub(Duration::from_micros(age)).unwrap_or(now)
+}
+
 /// Applies one stream entry to the mirror; answers its `gid`, and whether
 /// an instance with a free slot should look at the shared queue.
 fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
@@ -793,9 +806,14 @@ fn apply_entry(mirror: &MemoryStore, entry: &StreamId) -> Option<(u64, bool)> {
     // running place a job's end has freed.
     let queue_changed = (seq == 1 && status == JobStatus::Queued.as_str())
         || status.parse().is_ok_and(|status: JobStatus| status.is_terminal());
+    // As old as when its writer published it (a state read late, after a
+    // cut or behind a busy reader, is as stale to a subscriber as it is).
+    let published_at = field("at")
+        .and_then(|at| String::from_utf8(at).ok()?.parse::<i64>().ok())
+        .map_or_else(Instant::now, published_at);
     match state_of(&id, seq, &status, &kind, field("json")?) {
         Some(state) => {
-            mirror.mirror(state, gid);
+            mirror.mirror(state, gid, published_at);
         }
         None => tracing::error!(job_id = %id, gid, "a change on the events stream is malformed; skipped"),
     }
@@ -981,5 +999,54 @@ impl Store for RedisStore {
                 tracing::warn!(%error, "could not leave the instances' list");
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn entry(gid: u64, id: JobId, seq: u64, at: Option<i64>) -> StreamId {
+        let mut fields = vec![
+            ("id", id.to_string()),
+            ("seq", seq.to_string()),
+            ("status", "running".to_owned()),
+            ("kind", "demo".to_owned()),
+            ("json", "{}".to_owned()),
+        ];
+        fields.extend(at.map(|at| ("at", at.to_string())));
+        StreamId {
+            id: format!("{gid}-0"),
+            map: fields
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), redis::Value::BulkString(value.into_bytes())))
+                .collect::<HashMap<_, _>>(),
+            ..StreamId::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mirrored_state_is_as_old_as_when_its_writer_published_it() {
+        let mirror = MemoryStore::numbered_elsewhere();
+        let id = JobId::generate();
+        let two_seconds_ago = chrono::Utc::now().timestamp_micros() - 2_000_000;
+        apply_entry(&mirror, &entry(1, id, 1, Some(two_seconds_ago))).unwrap();
+        let age = mirror.get(id).await.unwrap().published_at.elapsed();
+        assert!(
+            age >= Duration::from_secs(2) && age < Duration::from_secs(10),
+            "{age:?}"
+        );
+
+        // A writer whose clock is ahead, and an entry without the time
+        // (written by an older jobcast): published now.
+        let in_an_hour = chrono::Utc::now().timestamp_micros() + 3_600_000_000;
+        apply_entry(&mirror, &entry(2, id, 2, Some(in_an_hour))).unwrap();
+        assert!(mirror.get(id).await.unwrap().published_at.elapsed() < Duration::from_secs(1));
+        apply_entry(&mirror, &entry(3, id, 3, None)).unwrap();
+        let latest = mirror.get(id).await.unwrap();
+        assert_eq!(latest.seq, 3);
+        assert!(latest.published_at.elapsed() < Duration::from_secs(1));
     }
 }
