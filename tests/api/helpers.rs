@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use jobcast::{App, Config, JobContext, JobError, Kind, StageSpec, Transport};
 use reqwest::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -560,6 +561,47 @@ pub fn http2_frames(mut bytes: &[u8]) -> Vec<Http2Frame> {
         bytes = &bytes[9 + length..];
     }
     frames
+}
+
+/// Starts the binary on 127.0.0.1:`port` with `--store store`, warnings
+/// only, and `args`, its output discarded, killed when dropped; answers it
+/// with a client once `/readyz` is 200. Fails if it exits first or is not
+/// ready within [`WAIT`].
+pub async fn start_jobcast<S: AsRef<OsStr>>(port: u16, store: &str, args: &[S]) -> (Child, TestApp) {
+    let mut child = Command::new(BIN)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--store", store, "--log", "warn"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api = TestApp::client_of(format!("http://127.0.0.1:{port}"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ready = api.client.get(api.url("/readyz")).send().await;
+        if ready.is_ok_and(|response| response.status() == 200) {
+            return (child, api);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "jobcast exited at start");
+        assert!(tokio::time::Instant::now() < deadline, "jobcast is ready in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `signal` (as `kill` names it: TERM, KILL, STOP, CONT) to a child
+/// that has not been reaped.
+pub async fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("the process runs").to_string();
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success());
 }
 
 /// Starts the binary with `args` and `env`; waits for it to exit.

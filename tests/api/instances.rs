@@ -1,16 +1,15 @@
 //! Several instances on one Redis (CONTRACT.md, "Several instances"): real
 //! `redis-server` and `jobcast` processes, started by the tests.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::cluster::{free_port, skipped_when_balanced, Persistence, Redis};
-use crate::helpers::{id_of, TestApp, BIN};
+use crate::helpers::{id_of, signal, start_jobcast, TestApp};
 
 /// A jobcast process on the shared Redis.
 struct Instance {
@@ -20,41 +19,13 @@ struct Instance {
 
 impl Instance {
     async fn start(redis: &Redis, args: &[&str]) -> Instance {
-        let port = free_port();
-        let child = Command::new(BIN)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--store",
-                &redis.url(),
-                "--log",
-                "warn",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let api = TestApp::client_of(format!("http://127.0.0.1:{port}"));
-        api.eventually("the instance to be ready", || async {
-            let ready = api.client.get(api.url("/readyz")).send().await;
-            ready.is_ok_and(|response| response.status() == 200)
-        })
-        .await;
+        let (child, api) = start_jobcast(free_port(), &redis.url(), args).await;
         Instance { api, child }
     }
 
     /// Sends `signal` (as `kill` names it: KILL, STOP, CONT).
-    async fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the instance runs").to_string();
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(sent.success());
+    async fn signal(&self, name: &str) {
+        signal(&self.child, name).await;
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 use crate::cluster::skipped_when_balanced;
-use crate::helpers::{id_of, jobcast_exit, SseEvent, TestApp, BIN, WAIT};
+use crate::helpers::{id_of, jobcast_exit, signal, start_jobcast, SseEvent, TestApp, WAIT};
 
 /// How the test stops the server.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,29 +66,8 @@ impl Restartable {
 
     /// Starts the binary and waits until it is ready.
     async fn launch(&mut self) {
-        let mut child = Command::new(BIN)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--store")
-            .arg(format!("sqlite:{}", self.database().display()))
-            .args(["--log", "warn"])
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ready = self.api.client.get(self.api.url("/readyz")).send().await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                break;
-            }
-            assert!(child.try_wait().unwrap().is_none(), "the server exited at start");
-            assert!(tokio::time::Instant::now() < deadline, "the server is ready in time");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let store = format!("sqlite:{}", self.database().display());
+        let (child, _) = start_jobcast(self.port, &store, &self.args).await;
         self.child = Some(child);
     }
 
@@ -96,11 +75,7 @@ impl Restartable {
         let mut child = self.child.take().expect("the server runs");
         match how {
             Stop::Kill => child.start_kill().unwrap(),
-            Stop::Terminate => {
-                let pid = child.id().unwrap().to_string();
-                let sent = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-                assert!(sent.success());
-            }
+            Stop::Terminate => signal(&child, "TERM").await,
         }
         let status = tokio::time::timeout(WAIT, child.wait())
             .await
