@@ -594,3 +594,44 @@ async fn a_thousand_cancel_and_complete_races_across_instances_agree_everywhere(
         statuses.len() - cancelled
     );
 }
+
+#[tokio::test]
+async fn a_job_far_ahead_of_what_redis_stored_is_held_back_until_redis_answers() {
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    let redis = Redis::start(Persistence::None).await;
+    let a = Instance::start(&redis, &["--publish-interval", "0"]).await;
+    // Counts as fast as it can, each count a state.
+    let job = a
+        .api
+        .create_demo(json!({"stages": [{"name": "count", "steps": 1_000_000}], "step_ms": 0}))
+        .await;
+    let id = id_of(&job);
+    let published = || a.api.metric("jobcast_events_published_total");
+    let at_start = published().await;
+    a.api
+        .eventually("the job to publish", || async {
+            published().await > at_start + 2_000.0
+        })
+        .await;
+    for _ in 0..2 {
+        // Redis answers nobody for two seconds: what the writer holds
+        // meanwhile is bounded by MAX_UNSTORED_STATES (500) a job, not by
+        // the time (unbounded, it published 13,000 states a second here).
+        // The bound leaves room for the states published between the reads
+        // of the count and the sleep's start and end.
+        let before = published().await;
+        redis.command(&["DEBUG", "SLEEP", "2"]).await;
+        let during = published().await - before;
+        assert!(during <= 4_000.0, "{during} states published while Redis slept");
+        a.api
+            .eventually("the job to go on once Redis answers", || async {
+                published().await > before + during + 2_000.0
+            })
+            .await;
+    }
+    let (status, cancelled) = a.api.cancel(&id).await;
+    assert_eq!(status, 200);
+    assert_eq!(cancelled["status"], "cancelled");
+}

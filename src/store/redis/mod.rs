@@ -30,11 +30,14 @@
 //!
 //! While Redis cannot be reached the store is unavailable (`/readyz` 503,
 //! creation 503); states already handed to the writer wait for it, and the
-//! reader catches up from its last `gid` when it is back.
+//! reader catches up from its last `gid` when it is back. A job whose
+//! progress runs [`MAX_UNSTORED_STATES`] ahead of what Redis has stored is
+//! held back meanwhile ([`Store::admit`]), so that the writer's queue holds
+//! at most that many states per job, however long Redis is away.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,7 +48,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::memory::MemoryStore;
 use super::{stored_state, CancelRequestFor, JobSecrets, RelayedCall};
-use super::{AllFeed, AppendError, Census, JobFeed, ListQuery, LostJob, NewState, Published, Store, StoreFuture};
+use super::{
+    Admission, AllFeed, AppendError, Census, JobFeed, ListQuery, LostJob, NewState, Published, Store, StoreFuture,
+    MAX_UNSTORED_STATES,
+};
 use crate::jobs::{JobId, JobStatus};
 use relay::{Relay, Requests};
 
@@ -98,9 +104,19 @@ pub enum OpenError {
     Connect { url: String, source: redis::RedisError },
 }
 
+/// Locks a mutex, whose data stays usable if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The `seq` Redis has stored of each job this instance writes, until the
+/// job ends here, elsewhere or is removed.
+type StoredSeqs = Arc<Mutex<HashMap<JobId, u64>>>;
+
 pub struct RedisStore {
     mirror: Arc<MemoryStore>,
     writes: mpsc::UnboundedSender<Write>,
+    stored_seqs: StoredSeqs,
     /// The highest `gid` the mirror has applied.
     applied: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
@@ -234,9 +250,10 @@ impl RedisStore {
         let healthy = Arc::new(AtomicBool::new(true));
         let (writes, pending) = mpsc::unbounded_channel();
         let (ended_elsewhere, jobs_ended_elsewhere) = mpsc::unbounded_channel();
+        let stored_seqs = StoredSeqs::default();
         tokio::spawn(write_states(
             commands.clone(),
-            pending,
+            (pending, stored_seqs.clone()),
             healthy.clone(),
             instance.clone(),
             ended_elsewhere,
@@ -274,6 +291,7 @@ impl RedisStore {
         Ok(RedisStore {
             mirror,
             writes,
+            stored_seqs,
             applied,
             healthy,
             lease: held,
@@ -494,10 +512,11 @@ async fn find_lost_jobs(
 /// whose answers were lost is sent again (each write of a state already
 /// stored succeeds); the writes from the first one refused for a lapsed
 /// lease wait for the lease's renewal. A job's first state is not retried:
-/// its creator is refused at once.
+/// its creator is refused at once. Each job's stored `seq` is kept in
+/// `stored_seqs`.
 async fn write_states(
     mut connection: ConnectionManager,
-    mut writes: mpsc::UnboundedReceiver<Write>,
+    (mut writes, stored_seqs): (mpsc::UnboundedReceiver<Write>, StoredSeqs),
     healthy: Arc<AtomicBool>,
     instance: Arc<str>,
     ended_elsewhere: mpsc::UnboundedSender<JobId>,
@@ -544,6 +563,7 @@ async fn write_states(
         let lapsed = answers.iter().position(|answer| answer.as_slice() == [0, -6, 0]);
         let answered = lapsed.unwrap_or(pending.len());
         let mut forget_ended = false;
+        let mut stored = Vec::with_capacity(answered);
         for (write, answer) in pending.drain(..answered).zip(answers) {
             let result = match answer[..] {
                 [1, gid, ended_beyond_kept] => {
@@ -553,8 +573,12 @@ async fn write_states(
                 [0, -3, _] => Err(key_taken(&mut connection, &write.idempotency_key).await),
                 ref refused => Err(refusal(&write, refused)),
             };
+            // A job that ended (here or elsewhere) asks no more.
+            let asks_on = result.is_ok() && !write.status.is_terminal();
+            stored.push((write.job_id, asks_on.then_some(write.seq)));
             settle(write, result, &ended_elsewhere);
         }
+        record_stored(&stored_seqs, stored);
         if forget_ended {
             // More ended jobs than the service keeps: the oldest go.
             tokio::spawn(forget(connection.clone(), None, limits));
@@ -569,6 +593,23 @@ async fn write_states(
             );
             refuse_new_jobs(&mut pending, "this instance's lease ran out");
             tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// Records the `seq` Redis now has of each job (None: the job asks no
+/// more).
+fn record_stored(stored_seqs: &StoredSeqs, stored: Vec<(JobId, Option<u64>)>) {
+    let mut stored_seqs = lock(stored_seqs);
+    for (id, seq) in stored {
+        match seq {
+            Some(seq) => {
+                let stored = stored_seqs.entry(id).or_default();
+                *stored = (*stored).max(seq);
+            }
+            None => {
+                stored_seqs.remove(&id);
+            }
         }
     }
 }
@@ -882,7 +923,17 @@ impl Store for RedisStore {
     }
 
     fn remove(&self, id: JobId) {
+        lock(&self.stored_seqs).remove(&id);
         tokio::spawn(forget(self.commands.clone(), Some(id), self.limits));
+    }
+
+    fn admit(&self, id: JobId, seq: u64) -> Admission {
+        match lock(&self.stored_seqs).get(&id) {
+            Some(&stored) if seq > stored + MAX_UNSTORED_STATES => Admission::HeldBack,
+            Some(&stored) => Admission::Until(stored + MAX_UNSTORED_STATES),
+            // Not written here yet, or no longer: nothing to wait for.
+            None => Admission::Until(seq),
+        }
     }
 
     fn census(&self) -> StoreFuture<'_, Census> {

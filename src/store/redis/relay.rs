@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,7 +18,7 @@ use redis::{AsyncCommands, Client, Msg, Script};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{cancel_request_of, key, PREFIX, RETRY_PAUSE};
+use super::{cancel_request_of, key, lock, PREFIX, RETRY_PAUSE};
 use crate::jobs::JobId;
 use crate::store::{CancelRequestFor, RelayedCall};
 
@@ -49,10 +49,6 @@ struct Listener {
     cancels: mpsc::UnboundedSender<CancelRequestFor>,
     calls: mpsc::UnboundedSender<RelayedCall>,
     waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The channel an instance hears the answers to its calls on.
