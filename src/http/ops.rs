@@ -15,14 +15,28 @@ use crate::error::{problem, ApiError, PROBLEM_JSON};
 /// The spec this server implements, embedded at build time.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// `200` while the process can serve; `503` once only a restart helps
+/// (its shared store lost what it has seen).
+pub async fn health(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(why) = app.registry.store_broken() {
+        return Err(ApiError::Unavailable {
+            detail: why,
+            retry_after_seconds: 5,
+        });
+    }
+    Ok(Json(json!({ "status": "ok" })))
 }
 
 pub async fn ready(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     if app.registry.is_shutting_down() {
         return Err(ApiError::Unavailable {
             detail: "the server is shutting down".to_owned(),
+            retry_after_seconds: 5,
+        });
+    }
+    if let Some(why) = app.registry.store_broken() {
+        return Err(ApiError::Unavailable {
+            detail: why,
             retry_after_seconds: 5,
         });
     }

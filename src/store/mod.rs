@@ -350,6 +350,13 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
+    /// Why this process can no longer answer from its store, if it cannot
+    /// (a shared backend lost what the process has seen): only a restart
+    /// helps, and `/healthz` says so.
+    fn broken(&self) -> Option<String> {
+        None
+    }
+
     /// Rows a durable store has written to its backend so far (none for a
     /// store that writes nothing), for `/metrics`.
     fn rows_written(&self) -> u64 {

@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::process::Child;
 
 use crate::cluster::{free_port, skipped_when_balanced, Persistence, Redis};
-use crate::helpers::{id_of, signal, start_jobcast, TestApp};
+use crate::helpers::{assert_problem, id_of, send, signal, start_jobcast, TestApp};
 
 /// A jobcast process on the shared Redis.
 struct Instance {
@@ -634,4 +634,46 @@ async fn a_job_far_ahead_of_what_redis_stored_is_held_back_until_redis_answers()
     let (status, cancelled) = a.api.cancel(&id).await;
     assert_eq!(status, 200);
     assert_eq!(cancelled["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn an_instance_whose_redis_came_back_without_its_changes_says_it_must_be_restarted() {
+    if skipped_when_balanced("starts its own Redis and jobcast processes") {
+        return;
+    }
+    // No AOF: a restart of Redis keeps nothing.
+    let mut redis = Redis::start(Persistence::None).await;
+    let a = Instance::start(&redis, &["--lease", "1s"]).await;
+    let job = a
+        .api
+        .create_demo(json!({"stages": [{"name": "s", "steps": 1}], "step_ms": 0}))
+        .await;
+    a.api.get_job_when_terminal(&id_of(&job)).await;
+    let health = || async { send(a.api.client.get(a.api.url("/healthz"))).await };
+    assert_eq!(health().await.status(), 200);
+
+    redis.restart().await;
+    a.api
+        .eventually("/healthz to answer 503", || async { health().await.status() == 503 })
+        .await;
+    let problem = assert_problem(health().await, 503, "/healthz after Redis lost its changes").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Redis has lost changes") && detail.contains("restart this instance"),
+        "{detail}"
+    );
+    let ready = send(a.api.client.get(a.api.url("/readyz"))).await;
+    assert_problem(ready, 503, "/readyz after Redis lost its changes").await;
+    let refused = send(
+        a.api
+            .client
+            .post(a.api.url("/v1/jobs"))
+            .json(&json!({"kind": "demo", "params": {"stages": [{"name": "s", "steps": 1}]}})),
+    )
+    .await;
+    assert_eq!(
+        refused.status(),
+        503,
+        "no job is created on a mirror Redis no longer matches"
+    );
 }

@@ -265,6 +265,11 @@ impl Registry {
         self.inner.store.is_available()
     }
 
+    /// Why the store can no longer serve this process, if it cannot.
+    pub fn store_broken(&self) -> Option<String> {
+        self.inner.store.broken()
+    }
+
     /// The job's latest state.
     pub async fn job(&self, id: JobId) -> Option<Arc<Published>> {
         self.inner.store.get(id).await

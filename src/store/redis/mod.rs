@@ -37,7 +37,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -121,6 +121,8 @@ pub struct RedisStore {
     applied: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
     lease: Arc<Lease>,
+    /// Set once Redis is found to have lost changes the mirror applied.
+    lost_data: Arc<OnceLock<String>>,
     commands: ConnectionManager,
     /// What this instance and the others tell each other.
     relay: Relay,
@@ -259,12 +261,13 @@ impl RedisStore {
             ended_elsewhere,
             limits,
         ));
+        let lost_data = Arc::new(OnceLock::new());
         tokio::spawn(keep_lease(
             commands.clone(),
             instance.clone(),
             lease,
-            held.clone(),
-            healthy.clone(),
+            (held.clone(), healthy.clone()),
+            (applied.clone(), lost_data.clone()),
         ));
         let (lost, lost_jobs) = mpsc::unbounded_channel();
         tokio::spawn(watch_leases(
@@ -295,6 +298,7 @@ impl RedisStore {
             applied,
             healthy,
             lease: held,
+            lost_data,
             commands,
             relay,
             cancel_requests: Mutex::new(Some(cancels)),
@@ -425,8 +429,8 @@ async fn keep_lease(
     mut commands: ConnectionManager,
     instance: Arc<str>,
     lease: Duration,
-    held: Arc<Lease>,
-    healthy: Arc<AtomicBool>,
+    (held, healthy): (Arc<Lease>, Arc<AtomicBool>),
+    (applied, lost_data): (watch::Receiver<u64>, Arc<OnceLock<String>>),
 ) {
     let mut wait = lease / 3;
     loop {
@@ -437,12 +441,41 @@ async fn keep_lease(
                 held.renewed(asked_at, lease);
                 healthy.store(true, Ordering::Release);
                 wait = lease / 3;
+                notice_lost_data(&mut commands, &applied, &lost_data).await;
             }
             Err(error) => {
                 // Not unready yet: the lease is held until it runs out.
                 tracing::warn!(%error, "cannot renew this instance's lease; trying again");
                 wait = RETRY_PAUSE;
             }
+        }
+    }
+}
+
+/// Notices a Redis that no longer has every change this instance's mirror
+/// applied (it restarted without its latest writes: no AOF, or
+/// `appendfsync everysec` and a crash). The mirror then holds jobs and
+/// event ids Redis does not, and the stream's new entries come below what
+/// it applied: this process can only be restarted, and says so.
+async fn notice_lost_data(
+    commands: &mut ConnectionManager,
+    applied: &watch::Receiver<u64>,
+    lost_data: &OnceLock<String>,
+) {
+    // Read first: the mirror never applies what Redis does not have yet, and
+    // Redis's last event id only grows, unless it lost changes.
+    let applied = *applied.borrow();
+    let Ok(now) = commands.get::<_, Option<u64>>(key("gid")).await else {
+        return;
+    };
+    let now = now.unwrap_or(0);
+    if now < applied {
+        let why = format!(
+            "Redis has lost changes this instance has seen (its last event id is {now}, this instance applied \
+             {applied}; it restarted without its latest writes): restart this instance"
+        );
+        if lost_data.set(why.clone()).is_ok() {
+            tracing::error!("{why}");
         }
     }
 }
@@ -1030,7 +1063,11 @@ impl Store for RedisStore {
     }
 
     fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire) && self.lease.is_held()
+        self.healthy.load(Ordering::Acquire) && self.lease.is_held() && self.lost_data.get().is_none()
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.lost_data.get().cloned()
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
